@@ -1,0 +1,39 @@
+# `make demo` runs the main job, `make test` the tests and the linter. Both create .venv
+# when missing: torch 2.13.0 first (CPU build), then the pinned requirements, the ROS 2
+# wheels (unless a ROS 2 distro is sourced: then its rclpy is used), then this package.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.droil-installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test lint install clean
+
+$(STAMP): requirements.txt requirements-ros.txt setup.py
+	@if [ ! -x $(BIN)/python ]; then \
+	  if [ -n "$$ROS_DISTRO" ]; then $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@if [ -z "$$ROS_DISTRO" ]; then \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-ros.txt; \
+	else echo "ROS 2 $$ROS_DISTRO is sourced: using its rclpy"; fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check droil_ros test launch setup.py
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/droil sim --robot wheel_legged --controller lqr --task stand --seconds 30 --episodes 5
+	$(BIN)/droil sim --robot wheel_legged --controller lqr --task drive --seconds 30
+	$(BIN)/droil sim --robot wheel_legged --controller lqr --task stand --seconds 30 --episodes 5 \
+	  --perturb mass=1.5,friction=0.3
+
+clean:
+	rm -rf $(VENV) build install log

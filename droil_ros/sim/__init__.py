@@ -1,0 +1,1 @@
+"""MuJoCo environments (Gymnasium API), perturbations and the LQR expert; ROS-free."""

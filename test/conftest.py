@@ -1,0 +1,22 @@
+"""Shared fixtures: tests run in a temporary cwd (MuJoCo appends MUJOCO_LOG.TXT to the cwd)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def run_droil(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed ``droil`` command line as a user would."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "droil_ros.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
