@@ -24,7 +24,7 @@ $(STAMP): requirements.txt requirements-ros.txt setup.py
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check droil_ros test launch setup.py
+	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/python -m pytest

@@ -20,3 +20,19 @@ def run_droil(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "droil_ros.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_single_thread():
+    import torch
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+
+@pytest.fixture(scope="session")
+def lqr_dataset():
+    """A small LQR dataset of the wheel-legged robot (4 episodes of 2 s from random tilts)."""
+    from droil_ros.data.collect import collect
+
+    return collect("wheel_legged", "lqr", episodes=4, seconds=2.0, seed=0, progress=False)

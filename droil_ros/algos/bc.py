@@ -1,0 +1,26 @@
+"""Behaviour cloning: a deterministic tanh policy fitted by mean squared error.
+
+The baseline of every seed paper. Loss: mean_i ||pi(s_i) - a_i||^2, actions normalised to
+[-1, 1] by the robot's limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from droil_ros.algos.common import Learner, LearnerConfig
+
+
+@dataclass
+class BCConfig(LearnerConfig):
+    PRESETS = {"fast": dict(steps=300, hidden=(64, 64), log_every=50), "paper": {}}
+
+
+class BC(Learner):
+    name = "bc"
+    Config = BCConfig
+
+    def update(self) -> dict[str, float]:
+        losses = self.bc_losses(self.sample(self.policy_batches, self.config.batch_size))
+        self.policy_step(losses)
+        return {"loss": losses.detach().mean().item()}

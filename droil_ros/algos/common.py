@@ -1,0 +1,212 @@
+"""What every learner shares: batched-seed networks, normalisation, the training loop, export.
+
+Several seeds train as one network whose weights carry a leading "member" axis (``baddbmm``),
+which is what makes 3-5 seeds affordable on 2 CPU cores. Member ``k`` is initialised and fed
+batches from its own generators seeded with ``seed + k``, so it does not depend on how many
+other members train beside it; the per-member losses are summed, which keeps their gradients
+(and Adam's element-wise statistics) independent.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from itertools import pairwise
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from droil_ros.data.dataset import TransitionDataset
+from droil_ros.errors import DroilError
+from droil_ros.robots.spec import RobotSpec
+
+STD_FLOOR = 1e-3
+
+
+def generator(seed: int, salt: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + salt)
+
+
+class EnsembleLinear(nn.Module):
+    """``members`` independent linear layers applied to inputs of shape (members, batch, in)."""
+
+    def __init__(self, fan_in: int, fan_out: int, generators: list[torch.Generator]):
+        super().__init__()
+        bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialisation
+        self.weight = nn.Parameter(torch.stack([
+            torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=g) for g in generators]))
+        self.bias = nn.Parameter(torch.stack([
+            torch.empty(1, fan_out).uniform_(-bound, bound, generator=g) for g in generators]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    def __init__(self, sizes: list[int], seeds: list[int], salt: int):
+        super().__init__()
+        generators = [generator(s, salt) for s in seeds]
+        self.layers = nn.ModuleList(EnsembleLinear(a, b, generators) for a, b in pairwise(sizes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+    def member(self, k: int) -> nn.Sequential:
+        """Member ``k`` as a plain ``nn.Sequential`` (what gets exported)."""
+        modules: list[nn.Module] = []
+        for i, layer in enumerate(self.layers):
+            linear = nn.Linear(layer.weight.shape[1], layer.weight.shape[2])
+            linear.weight.data.copy_(layer.weight.data[k].T)
+            linear.bias.data.copy_(layer.bias.data[k, 0])
+            modules.append(linear)
+            if i < len(self.layers) - 1:
+                modules.append(nn.ReLU())
+        return nn.Sequential(*modules)
+
+
+class ExportPolicy(nn.Module):
+    """Raw observation -> action in robot units: normalisation, MLP, tanh scaling, clipping."""
+
+    def __init__(self, mlp: nn.Module, mean: torch.Tensor, std: torch.Tensor, robot: RobotSpec):
+        super().__init__()
+        self.mlp = mlp
+        low = torch.as_tensor(robot.action_low, dtype=torch.float32)
+        high = torch.as_tensor(robot.action_high, dtype=torch.float32)
+        for name, value in (("mean", mean), ("std", std), ("low", low), ("high", high),
+                            ("mid", (high + low) / 2), ("half", (high - low) / 2)):
+            self.register_buffer(name, value.clone().float())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        u = torch.tanh(self.mlp((obs - self.mean) / self.std))
+        return torch.minimum(torch.maximum(self.mid + self.half * u, self.low), self.high)
+
+
+@dataclass
+class LearnerConfig:
+    """Fields every learner has; subclasses add theirs. Presets: ``fast`` (tests), ``paper``."""
+
+    steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 3e-4
+    hidden: tuple[int, ...] = (256, 256)
+    log_every: int = 100
+
+    PRESETS = {"fast": dict(steps=300, hidden=(64, 64), log_every=50), "paper": {}}
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> LearnerConfig:
+        if name not in cls.PRESETS:
+            raise DroilError(f"unknown config preset '{name}' (presets: {', '.join(cls.PRESETS)})")
+        config = replace(cls(), **cls.PRESETS[name])
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise DroilError(f"unknown config keys {sorted(unknown)} for {cls.__name__}")
+        return replace(config, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Learner:
+    """Base: data on tensors, the batched policy, the loop. Subclasses implement ``update``."""
+
+    name = "base"
+    Config = LearnerConfig
+    needs_rewards = False
+
+    def __init__(self, config: LearnerConfig, dataset: TransitionDataset, robot: RobotSpec,
+                 seed: int = 0, n_seeds: int = 1):
+        dataset.check_trainable(robot, need_rewards=self.needs_rewards)
+        if n_seeds < 1:
+            raise DroilError("n_seeds must be >= 1")
+        self.config, self.robot, self.dataset = config, robot, dataset
+        self.seeds = [seed + k for k in range(n_seeds)]
+        obs = torch.as_tensor(dataset.observations)
+        self.obs_mean = obs.mean(0)
+        self.obs_std = obs.std(0, unbiased=False).clamp_min(STD_FLOOR)
+        low = torch.as_tensor(robot.action_low, dtype=torch.float32)
+        high = torch.as_tensor(robot.action_high, dtype=torch.float32)
+        self.obs = self.normalise(obs)
+        self.next_obs = self.normalise(torch.as_tensor(dataset.next_observations))
+        self.actions = ((torch.as_tensor(dataset.actions) - (high + low) / 2) / ((high - low) / 2))
+        self.actions = self.actions.clamp(-1.0, 1.0)
+        self.terminals = torch.as_tensor(dataset.terminals, dtype=torch.float32)
+        starts = dataset.episode_starts if dataset.episode_starts.any() else np.ones(len(dataset), bool)
+        self.init_obs = self.obs[torch.as_tensor(starts)]
+        sizes = [robot.obs_dim, *config.hidden, robot.act_dim]
+        self.policy = EnsembleMLP(sizes, self.seeds, salt=1)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
+        self.policy_batches = [generator(s, 2) for s in self.seeds]
+        self.step = 0
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    def normalise(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def sample(self, generators: list[torch.Generator], size: int, n: int | None = None) -> torch.Tensor:
+        """Indices of shape (members, size), one generator per member."""
+        n = len(self.obs) if n is None else n
+        return torch.stack([torch.randint(n, (size,), generator=g) for g in generators])
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalised action in [-1, 1] for normalised observations (members, batch, obs)."""
+        return torch.tanh(self.policy(obs))
+
+    def bc_losses(self, idx: torch.Tensor) -> torch.Tensor:
+        """Squared action error per sample, shape (members, batch), in normalised units."""
+        return ((self.act(self.obs[idx]) - self.actions[idx]) ** 2).sum(-1)
+
+    def policy_step(self, losses: torch.Tensor) -> None:
+        """One Adam step on the sum over members of each member's mean loss."""
+        self.policy_opt.zero_grad(set_to_none=True)
+        losses.mean(-1).sum().backward()
+        self.policy_opt.step()
+
+    def update(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def fit(self, steps: int | None = None, progress: bool = True, log_path: str | Path | None = None,
+            desc: str | None = None) -> list[dict]:
+        """Train; log metrics (mean over seeds) every ``log_every`` steps, also to a CSV."""
+        steps = self.config.steps if steps is None else steps
+        rows: list[dict] = []
+        started = time.perf_counter()
+        writer, handle = None, None
+        if log_path is not None:
+            handle = open(log_path, "w", newline="")
+        try:
+            bar = tqdm(range(steps), desc=desc or self.name, disable=not progress, leave=False)
+            for _ in bar:
+                metrics = self.update()
+                self.step += 1
+                if self.step % self.config.log_every == 0 or self.step == steps:
+                    row = {"step": self.step, "seconds": round(time.perf_counter() - started, 3),
+                           **{k: float(v) for k, v in metrics.items()}}
+                    rows.append(row)
+                    bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}")
+                    if handle is not None:
+                        if writer is None:
+                            writer = csv.DictWriter(handle, fieldnames=list(row))
+                            writer.writeheader()
+                        writer.writerow(row)
+        finally:
+            if handle is not None:
+                handle.close()
+        self.train_seconds = time.perf_counter() - started
+        return rows
+
+    def export_modules(self) -> list[ExportPolicy]:
+        """One self-contained policy module per seed, ready for ONNX export."""
+        return [ExportPolicy(self.policy.member(k), self.obs_mean, self.obs_std, self.robot).eval()
+                for k in range(self.n_seeds)]

@@ -1,0 +1,72 @@
+"""Collect transition datasets directly in the simulator (no ROS needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from droil_ros.data.dataset import TransitionDataset
+from droil_ros.errors import DroilError
+from droil_ros.sim.envs import RobotEnv, make_env
+from droil_ros.sim.rollout import Controller, make_controller
+
+
+class NoisyController:
+    """An expert with Gaussian action noise (std as a fraction of the half range): the
+    executed, noisy action is what gets recorded, as for a weaker demonstrator."""
+
+    def __init__(self, expert: Controller, env: RobotEnv, noise: float, seed: int):
+        self.expert, self.robot, self.noise = expert, env.robot, noise
+        self.half = (env.robot.action_high - env.robot.action_low) / 2
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        if hasattr(self.expert, "reset"):
+            self.expert.reset()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        action = self.expert(obs) + self.rng.normal(0.0, self.noise, self.half.shape) * self.half
+        return self.robot.clip_action(action)
+
+
+def make_expert(name: str, env: RobotEnv, noise: float, seed: int) -> tuple[Controller, str]:
+    """(controller, quality tag) for ``lqr``, ``noisy_lqr`` or a path to an ONNX policy."""
+    if name == "lqr":
+        return make_controller("lqr", env), "expert"
+    if name == "noisy_lqr":
+        return NoisyController(make_controller("lqr", env), env, noise, seed), "other"
+    if name.endswith(".onnx"):
+        from droil_ros.policy.runtime import OnnxPolicy
+
+        return OnnxPolicy(Path(name), env.robot), "expert"
+    raise DroilError(f"unknown expert '{name}' (lqr, noisy_lqr or a .onnx policy)")
+
+
+def collect(robot: str, expert: str, episodes: int, seed: int = 0, perturb=None,
+            task: str | None = None, seconds: float | None = None, noise: float = 0.3,
+            domain: str = "target", progress: bool = True) -> TransitionDataset:
+    env = make_env(robot, task, perturb)
+    controller, quality = make_expert(expert, env, noise, seed)
+    max_steps = env.max_steps if seconds is None else int(round(seconds * env.robot.control_rate_hz))
+    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "next_observations",
+                                             "rewards", "terminals", "timeouts", "episode_starts")}
+    for episode in tqdm(range(episodes), desc=f"collect {expert}", disable=not progress, leave=False):
+        obs, _ = env.reset(seed=seed + episode)
+        if hasattr(controller, "reset"):
+            controller.reset()
+        for step in range(max_steps):
+            action = env.robot.clip_action(controller(obs))
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            timeout = (truncated or step == max_steps - 1) and not terminated
+            for key, value in (("observations", obs), ("actions", action),
+                               ("next_observations", next_obs), ("rewards", reward),
+                               ("terminals", terminated), ("timeouts", timeout),
+                               ("episode_starts", step == 0)):
+                rows[key].append(value)
+            obs = next_obs
+            if terminated or timeout:
+                break
+    source = f"collect expert={expert} episodes={episodes} seed={seed} perturb={env.perturbation}"
+    return TransitionDataset.from_arrays(env.robot, source, **rows).with_tags(domain, quality)
