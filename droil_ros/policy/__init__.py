@@ -1,0 +1,10 @@
+"""Policies as self-contained ONNX files: exported once by a learner, served by ONNX Runtime.
+
+The file carries the robot id, spec hash, observation/action layout and limits, so a policy
+node can refuse a policy built for another robot before it ever commands a motor.
+"""
+
+from droil_ros.policy.export import export_onnx
+from droil_ros.policy.runtime import OnnxPolicy, PolicyError
+
+__all__ = ["OnnxPolicy", "PolicyError", "export_onnx"]
