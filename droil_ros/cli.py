@@ -63,12 +63,84 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``key=value`` pairs, values read as YAML scalars (``balance=false``, ``alpha=0.5``)."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DroilError(f"--set expects key=value, got '{item}'")
+        parsed = yaml.safe_load(value)
+        overrides[key] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return overrides
+
+
+def cmd_collect(args) -> int:
+    from droil_ros.data.collect import collect
+
+    dataset = collect(args.robot, args.expert, args.episodes, seed=args.seed, perturb=args.perturb,
+                      task=args.task, seconds=args.seconds, noise=args.noise, domain=args.domain)
+    path = dataset.save(args.out)
+    print(f"{path}: {len(dataset)} transitions, {dataset.n_episodes} episodes, "
+          f"{int(dataset.terminals.sum())} falls, robot {dataset.robot_id}, hash {dataset.hash}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from droil_ros.pipeline import train_and_export
+
+    result = train_and_export(args.algo, args.data, args.out, steps=args.steps, n_seeds=args.seeds,
+                              seed=args.seed, preset=args.config, overrides=parse_overrides(args.set))
+    print(f"{args.algo}: {result.steps} steps x {args.seeds} seed(s) in {result.seconds:.1f} s "
+          f"({result.steps_per_second:.0f} steps/s), final loss {result.final.get('loss', float('nan')):.4g}")
+    for path in result.policies:
+        print(f"  policy {path}")
+    print(f"  log    {result.log}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from droil_ros.eval.grid import evaluate, load_grid, plot, summary_table
+    from droil_ros.robots import load_spec
+    from droil_ros.sim.envs import make_env
+    from droil_ros.sim.rollout import make_controller
+
+    if not (args.grid or args.robot):
+        raise DroilError("give --robot (its shipped grid) or --grid")
+    grid = load_grid(args.grid or args.robot)
+    if args.robot and load_spec(args.robot).id != grid.robot:
+        raise DroilError(f"grid is for robot '{grid.robot}', --robot is '{args.robot}'")
+    env = make_env(grid.robot, grid.task)
+    policies = {}
+    for path in args.policy:
+        name = Path(path).stem
+        if name in policies:
+            raise DroilError(f"two policies are named '{name}': rename one file")
+        policies[name] = make_controller(path, env)
+    result = evaluate(policies, grid, episodes=args.episodes, seed=args.seed, workers=args.workers)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot(result, args.plot)
+    print(summary_table(result))
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.name == "lqr":
         from droil_ros.bench import lqr
 
         lqr.run(args.robot, args.episodes or (10 if args.quick else 50), args.seed,
                 Path(args.out), quick=args.quick)
+        return 0
+    if args.name == "robustness":
+        from droil_ros.bench import robustness
+
+        robustness.run(args.robot, Path(args.out), quick=args.quick, n_seeds=args.seeds,
+                       seed=args.seed, steps=args.steps, episodes=args.episodes, workers=args.workers)
         return 0
     raise DroilError(f"unknown benchmark '{args.name}'")
 
@@ -90,13 +162,56 @@ def build_parser() -> Parser:
     sim.add_argument("--json", default=None, help="write the result as JSON here")
     sim.set_defaults(func=cmd_sim)
 
+    collect = sub.add_parser("collect", help="collect a transition dataset in the simulator")
+    collect.add_argument("--robot", default="wheel_legged", help="robot spec id or YAML path")
+    collect.add_argument("--expert", default="lqr", help="lqr | noisy_lqr | PATH.onnx")
+    collect.add_argument("--episodes", type=positive_int, default=10)
+    collect.add_argument("--out", required=True, help="dataset file (.npz)")
+    collect.add_argument("--task", default=None)
+    collect.add_argument("--seconds", type=positive_float, default=None,
+                         help="episode length (default: the task's)")
+    collect.add_argument("--perturb", default=None, help="dynamics of the data, e.g. mass=1.5")
+    collect.add_argument("--noise", type=float, default=0.3,
+                         help="noisy_lqr: action noise std as a fraction of the half range")
+    collect.add_argument("--domain", choices=["target", "source"], default="target")
+    collect.add_argument("--seed", type=non_negative_int, default=0)
+    collect.set_defaults(func=cmd_collect)
+
+    train = sub.add_parser("train", help="train a learner on a dataset and export ONNX")
+    train.add_argument("--algo", required=True, help="bc | drbc | be_droil | be_droil_nu0")
+    train.add_argument("--data", required=True, help="dataset file (.npz)")
+    train.add_argument("--out", required=True, help="policy file (.onnx); several seeds: _seedN")
+    train.add_argument("--steps", type=positive_int, default=None, help="default: the preset's")
+    train.add_argument("--seeds", type=positive_int, default=1, help="seeds trained as one batch")
+    train.add_argument("--seed", type=non_negative_int, default=0)
+    train.add_argument("--config", default="paper", help="preset: fast | paper")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="config override, e.g. --set alpha=0.5 --set f=kl")
+    train.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate policies on a perturbation grid")
+    ev.add_argument("--policy", nargs="+", required=True, help="ONNX files (or lqr, zero)")
+    ev.add_argument("--robot", default=None, help="robot id (its grid config/grids/<id>.yaml)")
+    ev.add_argument("--grid", default=None, help="grid YAML (default: the robot's)")
+    ev.add_argument("--episodes", type=positive_int, default=None, help="per magnitude")
+    ev.add_argument("--seed", type=non_negative_int, default=0)
+    ev.add_argument("--workers", type=positive_int, default=1, help="processes")
+    ev.add_argument("--json", default=None)
+    ev.add_argument("--plot", default=None, help="PNG of return against magnitude")
+    ev.set_defaults(func=cmd_eval)
+
     bench = sub.add_parser("bench", help="benchmarks; results under docs/results/")
-    bench.add_argument("name", choices=["lqr"])
+    bench.add_argument("name", choices=["lqr", "robustness"])
     bench.add_argument("--robot", default="wheel_legged")
     bench.add_argument("--episodes", type=positive_int, default=None)
     bench.add_argument("--seed", type=non_negative_int, default=0)
-    bench.add_argument("--quick", action="store_true", help="fewer cases and episodes")
+    bench.add_argument("--quick", action="store_true", help="fewer cases, steps and episodes")
+    bench.add_argument("--seeds", type=positive_int, default=3, help="training seeds")
+    bench.add_argument("--steps", type=positive_int, default=None, help="training steps")
+    bench.add_argument("--workers", type=positive_int, default=2, help="evaluation processes")
     bench.add_argument("--out", default="docs/results")
+    bench.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -104,6 +219,10 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("train", "bench"):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except DroilError as exc:

@@ -158,3 +158,22 @@ def test_unknown_learner_preset_and_key(lqr_dataset):
         algos.create("bc", lqr_dataset, SPEC, rho=0.3)
     with pytest.raises(DroilError, match="unknown divergence"):
         algos.create("be_droil", lqr_dataset, SPEC, f="tv")
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_exported_onnx_matches_torch(name, lqr_dataset, tmp_path):
+    from droil_ros.policy import OnnxPolicy, export_onnx
+
+    learner = algos.create(name, lqr_dataset, SPEC, preset="fast", steps=20, n_seeds=2)
+    learner.fit(progress=False)
+    module = learner.export_modules()[1]
+    path = export_onnx(module, tmp_path / f"{name}.onnx", SPEC, {"learner": name})
+    policy = OnnxPolicy(path, SPEC)
+    obs = np.random.default_rng(0).normal(size=(100, SPEC.obs_dim)).astype(np.float32) * 0.5
+    with torch.no_grad():
+        expected = module(torch.as_tensor(obs)).numpy()
+    np.testing.assert_allclose(policy(obs), expected, atol=1e-5)
+    # the exported module is the learner's member 1: same actions as the training network
+    with torch.no_grad():
+        u = learner.act(learner.normalise(torch.as_tensor(obs)).expand(2, -1, -1))[1]
+    np.testing.assert_allclose(expected, (u * SPEC.action_high[0]).numpy(), atol=1e-6)

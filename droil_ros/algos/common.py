@@ -12,8 +12,8 @@ from __future__ import annotations
 import csv
 import math
 import time
-from itertools import pairwise
 from dataclasses import asdict, dataclass, fields, replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +80,12 @@ class ExportPolicy(nn.Module):
         low = torch.as_tensor(robot.action_low, dtype=torch.float32)
         high = torch.as_tensor(robot.action_high, dtype=torch.float32)
         for name, value in (("mean", mean), ("std", std), ("low", low), ("high", high),
-                            ("mid", (high + low) / 2), ("half", (high - low) / 2)):
+                            ("center", (high + low) / 2), ("half_range", (high - low) / 2)):
             self.register_buffer(name, value.clone().float())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         u = torch.tanh(self.mlp((obs - self.mean) / self.std))
-        return torch.minimum(torch.maximum(self.mid + self.half * u, self.low), self.high)
+        return torch.minimum(torch.maximum(self.center + self.half_range * u, self.low), self.high)
 
 
 @dataclass

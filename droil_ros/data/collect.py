@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from tqdm import tqdm
 
@@ -38,9 +36,7 @@ def make_expert(name: str, env: RobotEnv, noise: float, seed: int) -> tuple[Cont
     if name == "noisy_lqr":
         return NoisyController(make_controller("lqr", env), env, noise, seed), "other"
     if name.endswith(".onnx"):
-        from droil_ros.policy.runtime import OnnxPolicy
-
-        return OnnxPolicy(Path(name), env.robot), "expert"
+        return make_controller(name, env), "expert"
     raise DroilError(f"unknown expert '{name}' (lqr, noisy_lqr or a .onnx policy)")
 
 

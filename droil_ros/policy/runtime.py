@@ -44,6 +44,7 @@ class OnnxPolicy:
 
     def __init__(self, path: str | os.PathLike, robot: RobotSpec | None = None):
         self._path = Path(path)
+        self._robot = robot
         if not self._path.is_file():
             raise PolicyError(f"policy file not found: {self._path}")
         try:
@@ -120,6 +121,10 @@ class OnnxPolicy:
         action[~np.isfinite(action)] = 0.0  # the safe action, as RobotSpec.clip_action
         np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)  # faster than np.clip
         return action[0] if single else action
+
+    def __reduce__(self):
+        """Pickle by path (an ORT session cannot be pickled): evaluation workers reload it."""
+        return (OnnxPolicy, (self._path, self._robot))
 
     @property
     def path(self) -> Path:

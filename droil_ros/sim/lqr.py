@@ -78,7 +78,8 @@ def linearise(robot: RobotSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 class LQRController:
-    """u = -K (s - s_ref), s_ref = (0, x_ref, 0, v_ref); x_ref integrates the speed reference."""
+    """u = -K (s - s_ref), s_ref = (0, x_ref, 0, v_ref); x_ref integrates the speed reference
+    from the odometry origin (integral action, so the speed is tracked without offset)."""
 
     def __init__(self, robot: RobotSpec, weights: LQRWeights = LQRWeights(), v_ref: float = 0.0):
         self.robot = robot
@@ -98,7 +99,7 @@ class LQRController:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         theta, x, theta_dot, x_dot = obs
         if self.x_ref is None:
-            self.x_ref = x
+            self.x_ref = 0.0  # the odometry origin: standing, the expert is a function of obs
         self.x_ref = float(np.clip(self.x_ref + self.v_ref * self.robot.control_dt,
                                    x - self.max_lead, x + self.max_lead))
         error = np.array([theta, x - self.x_ref, theta_dot, x_dot - self.v_ref])

@@ -31,12 +31,16 @@ class Episode:
 
 
 def make_controller(name: str, env: RobotEnv) -> Controller:
-    """A controller by name: ``lqr`` (tracks the task's speed) or ``zero`` (no torque)."""
+    """``lqr`` (tracks the task's speed), ``zero`` (no torque) or a path to an ONNX policy."""
+    if name.endswith(".onnx"):
+        from droil_ros.policy.runtime import OnnxPolicy
+
+        return OnnxPolicy(name, env.robot)
     if name == "lqr":
         return LQRController(env.robot, v_ref=env.task.v_ref)
     if name == "zero":
         return lambda obs: np.zeros(env.robot.act_dim)
-    raise DroilError(f"unknown controller '{name}' (known: lqr, zero)")
+    raise DroilError(f"unknown controller '{name}' (known: lqr, zero, PATH.onnx)")
 
 
 def run_episode(env: RobotEnv, controller: Controller, seed: int,

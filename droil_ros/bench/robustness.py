@@ -1,0 +1,125 @@
+"""``droil bench robustness``: expert data -> bc, drbc, be_droil (+ nu=0 ablation), several
+seeds -> returns on the robot's perturbation grid. The headline benchmark (BENCHMARKS.md §1).
+
+Tuning discipline: the grid's ``heldout`` perturbations are reported separately and are never
+used to choose hyperparameters; the grid average covers the others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from droil_ros.bench import machine_info, markdown_table, write_results
+from droil_ros.data.collect import collect
+from droil_ros.data.dataset import load_dataset
+from droil_ros.errors import DroilError
+from droil_ros.eval.grid import evaluate, load_grid, plot
+from droil_ros.pipeline import train_and_export
+from droil_ros.policy.runtime import OnnxPolicy
+from droil_ros.resources import data_path
+from droil_ros.robots import load_spec
+
+LEARNERS = ("bc", "drbc", "be_droil", "be_droil_nu0")
+# wheel-legged demonstrations: 20 episodes of 2.5 s from random tilts = 10,000 transitions,
+# the 50 s at 200 Hz of the DMIL paper's real robot
+WHEEL_LEGGED_DATA = dict(episodes=20, seconds=2.5)
+
+
+def expert_dataset(robot: str, work: Path, seed: int):
+    path = work / "expert.npz"
+    if path.is_file():
+        return load_dataset(path)
+    if robot == "wheel_legged":
+        dataset = collect(robot, "lqr", seed=seed, **WHEEL_LEGGED_DATA)
+    else:
+        expert = data_path("models", "experts", f"{robot}.onnx")
+        if not expert.is_file():
+            raise DroilError(f"no committed expert for '{robot}' (models/experts/{robot}.onnx)")
+        dataset = collect(robot, str(expert), episodes=10, seed=seed)
+    dataset.save(path)
+    return dataset
+
+
+def aggregate(result: dict, learners: list[str], seeds: list[int]) -> dict:
+    """Per learner: per perturbation the mean over magnitudes and seeds, and the grid and
+    held-out averages with their spread over seeds."""
+    summary = result["summary"]
+    table = {}
+    for learner in learners:
+        names = [f"{learner}_seed{s}" for s in seeds]
+        keys = [k for k in summary[names[0]] if k not in ("grid_average", "heldout_average")]
+        row = {k: float(np.mean([summary[n][k] for n in names])) for k in keys}
+        for k in ("grid_average", "heldout_average"):
+            values = [summary[n][k] for n in names if summary[n][k] is not None]
+            row[k] = float(np.mean(values)) if values else None
+            row[k + "_seed_std"] = float(np.std(values)) if values else None
+        row["nominal"] = float(np.mean([result["results"][n][keys[0]][0]["mean"] for n in names]))
+        row["fall_rate"] = float(np.mean([e["fall_rate"] for n in names
+                                          for sweep in result["results"][n].values() for e in sweep]))
+        table[learner] = row
+    return table
+
+
+def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: int = 0,
+        steps: int | None = None, episodes: int | None = None, workers: int = 2,
+        learners: tuple[str, ...] = LEARNERS) -> dict:
+    started = time.time()
+    tag = f"robustness_{robot}" + ("_quick" if quick else "")
+    work = out_dir / tag
+    work.mkdir(parents=True, exist_ok=True)
+    spec = load_spec(robot)
+    grid = load_grid(robot)
+    dataset = expert_dataset(robot, work, seed)
+    steps = steps or (3000 if quick else 20000)
+    episodes = episodes or (3 if quick else grid.episodes)
+
+    training, policies = {}, {}
+    for learner in learners:
+        result = train_and_export(learner, dataset, work / f"{learner}.onnx", robot=spec,
+                                  steps=steps, n_seeds=n_seeds, seed=seed)
+        training[learner] = {"steps": result.steps, "seconds": result.seconds,
+                             "steps_per_second": result.steps_per_second, "final": result.final}
+        for k, path in enumerate(result.policies):
+            policies[f"{learner}_seed{seed + k}"] = OnnxPolicy(path, spec)
+    evaluation = evaluate(policies, grid, episodes=episodes, seed=1000, workers=workers)
+    seeds = list(range(seed, seed + n_seeds))
+    table = aggregate(evaluation, list(learners), seeds)
+    (work / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+    plot(evaluation, work / "eval.png")
+
+    labels = [k for k in grid.perturbations]
+    header = ["learner", "nominal", *[f"{k} (held out)" if k in grid.heldout else k for k in labels],
+              "grid average ± seed std", "held-out average", "fall rate"]
+    rows = []
+    for learner, row in table.items():
+        avg = f"{row['grid_average']:.1f} ± {row['grid_average_seed_std']:.1f}"
+        held = "-" if row["heldout_average"] is None else f"{row['heldout_average']:.1f}"
+        rows.append([learner, f"{row['nominal']:.1f}", *[f"{row[k]:.1f}" for k in labels], avg, held,
+                     f"{row['fall_rate']:.2f}"])
+    speed = markdown_table(["learner", "steps", "seeds (batched)", "seconds", "steps/s"],
+                           [[k, v["steps"], n_seeds, f"{v['seconds']:.0f}", f"{v['steps_per_second']:.0f}"]
+                            for k, v in training.items()])
+    seconds = time.time() - started
+    command = f"droil bench robustness --robot {robot}" + (" --quick" if quick else "")
+    markdown = (f"# Robustness on `{robot}`{' (quick)' if quick else ''}\n\n"
+                f"Expert data: {len(dataset)} transitions ({dataset.n_episodes} episodes). "
+                f"Learners trained {steps} steps, batch 256, seeds {seeds} (batched), preset `paper`. "
+                f"Evaluation: grid `config/grids/{robot}.yaml`, {episodes} episodes per magnitude, "
+                f"seeds 1000.., task `{grid.task}`"
+                f"{'' if grid.seconds is None else f', {grid.seconds:g} s episodes'}. "
+                f"Cells: mean return over magnitudes and seeds; `nominal` is the first magnitude of "
+                f"the first perturbation. Held-out perturbations were not used for tuning. "
+                f"Wall time {seconds / 60:.1f} min.\n\nReproduce: `{command}`\n\n"
+                + markdown_table(header, rows)
+                + f"\n![return vs magnitude]({tag}/eval.png)\n\n## Training\n\n" + speed)
+    payload = {"robot": robot, "quick": quick, "steps": steps, "seeds": seeds, "episodes": episodes,
+               "dataset": {"size": len(dataset), "episodes": dataset.n_episodes, "hash": dataset.hash},
+               "training": training, "table": table, "wall_seconds": seconds,
+               "machine": machine_info()}
+    write_results(out_dir, tag, payload, markdown)
+    print(markdown)
+    return payload

@@ -1,0 +1,1 @@
+"""Robustness evaluation: policies swept over perturbation grids (``config/grids/``)."""

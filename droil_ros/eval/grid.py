@@ -1,0 +1,297 @@
+"""Robustness grids: run policies in perturbed copies of an environment, magnitude by magnitude.
+
+A grid file (``config/grids/<robot>.yaml``) names a robot and task and, per perturbation, the
+magnitudes ``x`` to sweep and how each becomes a perturbation string: a template with ``{x}``
+or one string per magnitude. Every policy sees the same episode seeds at every magnitude
+(common random numbers), so differences between policies are not seed noise. Perturbations
+listed under ``heldout`` are averaged separately: they are for final numbers, never for tuning.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import pickle
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from droil_ros.bench import markdown_table
+from droil_ros.errors import DroilError
+from droil_ros.resources import data_path
+from droil_ros.robots.spec import load_spec
+from droil_ros.sim.envs import RobotEnv, make_env
+from droil_ros.sim.rollout import Controller, run_episode
+
+GRID_KEYS = ("robot", "task", "episodes", "seconds", "perturbations", "heldout")
+SWEEP_KEYS = ("x", "perturb")
+SUMMARY_KEYS = ("grid_average", "heldout_average")  # reserved: they sit beside perturbation names
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One perturbation over its magnitudes: ``perturb[i]`` is applied at (plotted) ``x[i]``."""
+
+    x: tuple[float, ...]
+    perturb: tuple[str, ...]
+    template: str | None = None  # the file's "name={x}", when it gave one (axis label)
+
+
+@dataclass(frozen=True)
+class Grid:
+    robot: str
+    task: str
+    episodes: int
+    seconds: float | None  # episode length override; None: the task's own
+    perturbations: dict[str, Sweep]
+    heldout: tuple[str, ...]
+    source: str
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source, "robot": self.robot, "task": self.task,
+            "episodes": self.episodes, "seconds": self.seconds,
+            "perturbations": {name: {"x": list(s.x), "perturb": list(s.perturb), "template": s.template}
+                              for name, s in self.perturbations.items()},
+            "heldout": list(self.heldout),
+        }
+
+
+def available_grids() -> list[str]:
+    return sorted(p.stem for p in data_path("config", "grids").glob("*.yaml"))
+
+
+def load_grid(path_or_robot: str | Path) -> Grid:
+    """A grid by robot id (the shipped ``config/grids/<id>.yaml``) or by YAML path.
+
+    Every expanded perturbation is applied once to the robot's environment, so a misspelt joint
+    fails here, in a millisecond, rather than hours into an evaluation.
+    """
+    path = Path(path_or_robot)
+    if path.suffix not in (".yaml", ".yml"):
+        path = data_path("config", "grids", f"{path_or_robot}.yaml")
+        if not path.is_file():
+            raise DroilError(f"no grid for robot '{path_or_robot}' "
+                             f"(shipped: {', '.join(available_grids())})")
+    elif not path.is_file():
+        raise DroilError(f"grid file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DroilError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    try:
+        return _parse_grid(raw, str(path))
+    except DroilError as exc:
+        raise DroilError(f"{path}: {exc}") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_grid(raw, source: str) -> Grid:
+    if not isinstance(raw, dict):
+        raise DroilError("a grid must be a YAML mapping")
+    unknown = sorted(set(map(str, raw)) - set(GRID_KEYS))
+    if unknown:
+        raise DroilError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(GRID_KEYS)})")
+    if "robot" not in raw:
+        raise DroilError("missing 'robot'")
+    spec = load_spec(str(raw["robot"]))
+    task = str(raw.get("task") or next(iter(spec.tasks)))
+    spec.task(task)
+    episodes = raw.get("episodes", 10)
+    if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
+        raise DroilError(f"'episodes' must be an integer >= 1, not {episodes!r}")
+    seconds = raw.get("seconds")
+    if seconds is not None and not (_is_number(seconds) and seconds > 0):
+        raise DroilError(f"'seconds' must be a number > 0 or null, not {seconds!r}")
+    sweeps = raw.get("perturbations")
+    if not isinstance(sweeps, dict) or not sweeps:
+        raise DroilError("'perturbations' must be a non-empty mapping name: {x: [...], perturb: ...}")
+    env = make_env(spec, task)
+    perturbations = {str(name): _parse_sweep(str(name), value, env) for name, value in sweeps.items()}
+    heldout = raw.get("heldout") or []
+    if not isinstance(heldout, list) or any(str(h) not in perturbations for h in heldout):
+        raise DroilError(f"'heldout' must list perturbation names of this grid, not {heldout!r}")
+    return Grid(str(raw["robot"]), task, episodes, None if seconds is None else float(seconds),
+                perturbations, tuple(map(str, heldout)), source)
+
+
+def _parse_sweep(name: str, raw, env: RobotEnv) -> Sweep:
+    where = f"perturbation '{name}'"
+    if name in SUMMARY_KEYS:
+        raise DroilError(f"{where}: the name is reserved for the summary")
+    if not isinstance(raw, dict) or sorted(map(str, raw)) != sorted(SWEEP_KEYS):
+        raise DroilError(f"{where}: needs exactly the keys x and perturb")
+    x = raw["x"]
+    if not isinstance(x, list) or not x or not all(_is_number(v) for v in x):
+        raise DroilError(f"{where}: 'x' must be a non-empty list of numbers")
+    template = raw["perturb"] if isinstance(raw["perturb"], str) else None
+    if template is not None:
+        if "{x}" not in template:
+            raise DroilError(f"{where}: template '{template}' has no {{x}}")
+        perturb = [template.replace("{x}", f"{v:g}") for v in x]
+    else:
+        perturb = raw["perturb"]
+        if not isinstance(perturb, list) or len(perturb) != len(x) \
+                or not all(isinstance(p, str) for p in perturb):
+            raise DroilError(f"{where}: 'perturb' must be a template with {{x}} "
+                             f"or a list of {len(x)} strings, one per x")
+    for text in perturb:
+        try:
+            env.set_perturbation(text)
+        except DroilError as exc:
+            raise DroilError(f"{where}: '{text}': {exc}") from None
+    return Sweep(tuple(float(v) for v in x), tuple(perturb), template)
+
+
+class _Runner:
+    """Runs the episodes of one (policy, perturbation name, magnitude index) job on one env."""
+
+    def __init__(self, grid: Grid, policies: dict[str, Controller], episodes: int, seed: int):
+        self.grid, self.policies, self.episodes, self.seed = grid, policies, episodes, seed
+        self.env = make_env(grid.robot, grid.task)
+
+    def __call__(self, job: tuple[str, str, int]) -> tuple[list[float], list[bool]]:
+        policy, name, i = job
+        self.env.set_perturbation(self.grid.perturbations[name].perturb[i])
+        runs = [run_episode(self.env, self.policies[policy], self.seed + k, self.grid.seconds)
+                for k in range(self.episodes)]
+        return [e.ret for e in runs], [e.fell for e in runs]
+
+
+_worker: _Runner | None = None  # the runner of a pool process, built once by _start_worker
+
+
+def _start_worker(*args) -> None:
+    global _worker
+    _worker = _Runner(*args)
+
+
+def _run_job(job):
+    return _worker(job)
+
+
+@contextmanager
+def _mapper(workers: int, args: tuple):
+    """``map`` over jobs, in order: in this process, or in spawned processes (one env each;
+    spawn, not fork, so ONNX Runtime or torch thread pools in the parent cannot deadlock)."""
+    if workers == 1:
+        yield partial(map, _Runner(*args))
+        return
+    try:
+        pickle.dumps(args[1])
+    except Exception as exc:
+        raise DroilError(f"workers > 1 needs picklable policies ({exc})") from None
+    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, args) as pool:
+        yield partial(pool.imap, _run_job)
+
+
+def evaluate(policies: dict[str, Controller], grid: Grid, episodes: int | None = None,
+             seed: int = 0, workers: int = 1, progress: bool = True) -> dict:
+    """Returns and falls of every policy at every magnitude of every perturbation in ``grid``.
+
+    A policy maps an observation to an action; its ``reset()``, if any, is called at each
+    episode start. Episode k always uses seed ``seed + k`` (initial state and noise draws), for
+    every policy and magnitude. With ``workers > 1`` the policies are pickled into each worker
+    process, so they must be picklable (e.g. hold a file path and load lazily); the result does
+    not depend on ``workers``. The result is JSON-able: robot, task, episodes, seed, grid,
+    results[policy][perturbation] = [{x, perturb, returns, falls, mean, std, fall_rate}, ...]
+    (one per magnitude) and summary[policy] = {perturbation: mean, grid_average, heldout_average}.
+    """
+    episodes = grid.episodes if episodes is None else episodes
+    if not policies:
+        raise DroilError("no policies to evaluate")
+    if episodes < 1 or seed < 0 or workers < 1:
+        raise DroilError(f"need episodes >= 1, seed >= 0, workers >= 1 "
+                         f"(got {episodes}, {seed}, {workers})")
+    jobs = [(policy, name, i) for policy in policies
+            for name, sweep in grid.perturbations.items() for i in range(len(sweep.x))]
+    results = {policy: {name: [] for name in grid.perturbations} for policy in policies}
+    with tqdm(total=len(jobs) * episodes, desc=f"eval {grid.robot}/{grid.task}", unit="ep",
+              disable=not progress, file=sys.stderr) as bar, \
+            _mapper(workers, (grid, policies, episodes, seed)) as run:
+        for (policy, name, i), (returns, falls) in zip(jobs, run(jobs), strict=True):
+            sweep = grid.perturbations[name]
+            results[policy][name].append({
+                "x": sweep.x[i], "perturb": sweep.perturb[i], "returns": returns, "falls": falls,
+                "mean": float(np.mean(returns)), "std": float(np.std(returns)),
+                "fall_rate": float(np.mean(falls)),
+            })
+            bar.update(episodes)
+    return {"robot": grid.robot, "task": grid.task, "episodes": episodes, "seed": seed,
+            "grid": grid.to_dict(), "results": results, "summary": _summary(results, grid.heldout)}
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _summary(results: dict, heldout: tuple[str, ...]) -> dict:
+    """Per policy: each perturbation's mean return over its magnitudes (an area under the
+    curve), their average over the tuning perturbations and, separately, over the held-out."""
+    summary = {}
+    for policy, sweeps in results.items():
+        means = {name: float(np.mean([p["mean"] for p in points])) for name, points in sweeps.items()}
+        summary[policy] = {
+            **means,
+            "grid_average": _mean([v for name, v in means.items() if name not in heldout]),
+            "heldout_average": _mean([v for name, v in means.items() if name in heldout]),
+        }
+    return summary
+
+
+def plot(result: dict, out_png: str | Path) -> Path:
+    """Mean return vs x with a ±1 std band: one subplot per perturbation, one line per policy.
+
+    Uses matplotlib's object API (rendered by Agg), so no global backend or display is touched.
+    """
+    from matplotlib.figure import Figure
+
+    sweeps, heldout = result["grid"]["perturbations"], set(result["grid"]["heldout"])
+    cols = min(4, len(sweeps))
+    rows = math.ceil(len(sweeps) / cols)
+    fig = Figure(figsize=(4 * cols, 3.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, sweeps, strict=False):
+        for policy, per_sweep in result["results"].items():
+            points = per_sweep[name]
+            x = [p["x"] for p in points]
+            mean, std = np.array([p["mean"] for p in points]), np.array([p["std"] for p in points])
+            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=policy)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_title(name + (" (held out)" if name in heldout else ""), fontsize="medium")
+        ax.set_xlabel(sweeps[name]["template"] or "x", fontsize="small")
+        ax.set_ylabel("return", fontsize="small")
+    for ax in axes[len(sweeps):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"{result['robot']} / {result['task']}: return (mean ± std over "
+                 f"{result['episodes']} episodes, seeds from {result['seed']})")
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def summary_table(result: dict) -> str:
+    """Markdown: one row per policy; each perturbation's mean return over its magnitudes, the
+    grid average (tuning perturbations) and the held-out average."""
+    names, heldout = list(result["grid"]["perturbations"]), result["grid"]["heldout"]
+    header = ["policy", *(n + (" (held out)" if n in heldout else "") for n in names), "grid average"]
+    keys = [*names, "grid_average"] + (["heldout_average"] if heldout else [])
+    if heldout:
+        header.append("held-out average")
+
+    def cell(value):
+        return "-" if value is None else f"{value:.1f}"
+
+    rows = [[policy, *(cell(s[k]) for k in keys)] for policy, s in result["summary"].items()]
+    return markdown_table(header, rows)

@@ -1,0 +1,140 @@
+"""collect -> train -> eval from the command line, and the bad inputs of the learning core."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_droil
+
+from droil_ros.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A dataset collected and a BC policy trained through the CLI (2 seeds, fast preset)."""
+    work = tmp_path_factory.mktemp("cli")
+    data = work / "lqr.npz"
+    proc = run_droil("collect", "--robot", "wheel_legged", "--expert", "lqr", "--episodes", "3",
+                     "--seconds", "2", "--out", str(data), "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_droil("train", "--algo", "bc", "--data", str(data), "--out", str(work / "bc.onnx"),
+                     "--steps", "60", "--seeds", "2", "--config", "fast", "--set", "log_every=20")
+    assert proc.returncode == 0, proc.stderr
+    return work
+
+
+def test_collect_writes_a_tagged_dataset(trained):
+    dataset = load_dataset(trained / "lqr.npz")
+    assert len(dataset) == 3 * 400 and dataset.n_episodes == 3
+    assert dataset.timeouts.sum() == 3 and not dataset.terminals.any()
+    assert dataset.meta["robot_id"] == "wheel_legged" and dataset.meta["has_rewards"]
+
+
+def test_train_exports_one_policy_per_seed_with_a_csv_log(trained):
+    for seed in (0, 1):
+        model = onnx.load(str(trained / f"bc_seed{seed}.onnx"))
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert meta["learner"] == "bc" and json.loads(meta["seed"]) == seed
+        assert meta["dataset_hash"] == load_dataset(trained / "lqr.npz").hash
+    rows = (trained / "bc.csv").read_text().splitlines()
+    assert rows[0].startswith("step,seconds,loss") and len(rows) == 1 + 3
+
+
+def test_eval_writes_json_and_plot(trained, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("robot: wheel_legged\ntask: stand\nepisodes: 2\nseconds: 1\n"
+                    "perturbations:\n  mass: {x: [1.0, 2.0], perturb: 'mass={x}'}\n")
+    out = tmp_path / "eval.json"
+    proc = run_droil("eval", "--policy", str(trained / "bc_seed0.onnx"), "lqr", "--grid", str(grid),
+                     "--json", str(out), "--plot", str(tmp_path / "eval.png"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"bc_seed0", "lqr"}
+    assert len(result["results"]["lqr"]["mass"]) == 2
+    assert (tmp_path / "eval.png").stat().st_size > 1000
+    assert "| bc_seed0 |" in proc.stdout
+
+
+def bad_dataset(tmp_path, trained, mutate, name):
+    dataset = load_dataset(trained / "lqr.npz")
+    mutate(dataset)
+    return str(dataset.save(tmp_path / f"{name}.npz"))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "dataset is empty"),
+    ("nan", "NaN/Inf in observations"),
+    ("constant", "every action in the dataset is the same"),
+    ("missing", "dataset file not found"),
+    ("garbage", "cannot read dataset"),
+    ("wrong_dims", "has 3 rows, expected"),
+])
+def test_train_rejects_bad_datasets(case, message, trained, tmp_path):
+    if case == "empty":
+        path = bad_dataset(tmp_path, trained, lambda d: None, "empty")
+        d = load_dataset(path)
+        path = str(d.select(np.zeros(len(d), bool)).save(tmp_path / "empty.npz"))
+    elif case == "nan":
+        path = bad_dataset(tmp_path, trained, lambda d: d.observations.__setitem__((3, 0), np.nan), "nan")
+    elif case == "constant":
+        path = bad_dataset(tmp_path, trained, lambda d: d.actions.__setitem__(slice(None), 0.1), "c")
+    elif case == "missing":
+        path = str(tmp_path / "nope.npz")
+    elif case == "garbage":
+        path = str(tmp_path / "garbage.npz")
+        (tmp_path / "garbage.npz").write_bytes(b"\x00" * 100)
+    else:
+        d = load_dataset(trained / "lqr.npz")
+        d.rewards = d.rewards[:3]
+        np.savez(tmp_path / "dims.npz", meta=np.array(json.dumps(d.meta)),
+                 **{k: getattr(d, k) for k in ("observations", "actions", "next_observations",
+                                                "rewards", "terminals", "timeouts",
+                                                "episode_starts", "domain", "quality")})
+        path = str(tmp_path / "dims.npz")
+    proc = run_droil("train", "--algo", "bc", "--data", path, "--out", str(tmp_path / "p.onnx"),
+                     "--steps", "5", "--config", "fast")
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_dataset_of_another_robot(trained, tmp_path):
+    hopper = tmp_path / "hopper.npz"
+    proc = run_droil("collect", "--robot", "hopper", "--expert", "noisy_lqr", "--episodes", "1",
+                     "--out", str(hopper))
+    assert proc.returncode == 2 and "LQR needs a wheel balancing robot" in proc.stderr
+    dataset = load_dataset(trained / "lqr.npz")
+    dataset.meta["robot_id"] = "hopper"
+    dataset.save(hopper)
+    proc = run_droil("train", "--algo", "bc", "--data", str(hopper), "--out", str(tmp_path / "p.onnx"),
+                     "--steps", "5", "--config", "fast")
+    assert proc.returncode == 2
+    assert "has obs/action dims 4/1, robot 'hopper' has 11/3" in proc.stderr
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", "not a valid ONNX model"),
+    ("other_robot", "policy is for robot 'wheel_legged', this is 'hopper'"),
+])
+def test_eval_rejects_bad_policies(case, message, trained, tmp_path):
+    policy = trained / "bc_seed0.onnx"
+    robot = "wheel_legged"
+    if case == "truncated":
+        data = policy.read_bytes()
+        policy = tmp_path / "truncated.onnx"
+        policy.write_bytes(data[: len(data) // 2])
+    else:
+        robot = "hopper"
+    proc = run_droil("eval", "--policy", str(policy), "--robot", robot, "--episodes", "1")
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_learner_and_bad_override(trained, tmp_path):
+    data = str(trained / "lqr.npz")
+    proc = run_droil("train", "--algo", "gail", "--data", data, "--out", str(tmp_path / "p.onnx"))
+    assert proc.returncode == 2 and "unknown learner 'gail'" in proc.stderr
+    proc = run_droil("train", "--algo", "bc", "--data", data, "--out", str(tmp_path / "p.onnx"),
+                     "--set", "warp")
+    assert proc.returncode == 2 and "--set expects key=value" in proc.stderr
