@@ -88,6 +88,26 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_dataset(args) -> int:
+    from droil_ros.data import load_dataset
+    from droil_ros.data.minari_io import from_minari, to_minari
+    from droil_ros.robots import load_spec
+
+    root = Path(args.root) if args.root else None
+    if args.action == "info":
+        d = load_dataset(args.source)
+        print(f"{args.source}: {len(d)} transitions, {d.n_episodes} episodes, robot {d.robot_id}, "
+              f"{int(d.terminals.sum())} terminal, {int(d.timeouts.sum())} time-outs, rewards "
+              f"{'yes' if d.meta.get('has_rewards') else 'no'}, hash {d.hash}\n  source: {d.meta['source']}")
+    elif args.action == "to-minari":
+        print(to_minari(load_dataset(args.source), args.id, root))
+    else:
+        robot = load_spec(args.robot) if args.robot else None
+        dataset = from_minari(args.source, root, robot)
+        print(f"{dataset.save(args.out)}: {len(dataset)} transitions")
+    return 0
+
+
 def cmd_train(args) -> int:
     from droil_ros.pipeline import train_and_export
 
@@ -136,6 +156,17 @@ def cmd_bench(args) -> int:
         lqr.run(args.robot, args.episodes or (10 if args.quick else 50), args.seed,
                 Path(args.out), quick=args.quick)
         return 0
+    if args.name == "training-speed":
+        from droil_ros.bench import speed
+
+        speed.run(args.robot, Path(args.out), quick=args.quick, seeds=args.seeds)
+        return 0
+    if args.name == "tune":
+        from droil_ros.bench import tune
+
+        tune.run(args.robot, Path(args.out), quick=args.quick, n_seeds=args.seeds, seed=args.seed,
+                 steps=args.steps, episodes=args.episodes, workers=args.workers)
+        return 0
     if args.name == "robustness":
         from droil_ros.bench import robustness
 
@@ -177,6 +208,15 @@ def build_parser() -> Parser:
     collect.add_argument("--seed", type=non_negative_int, default=0)
     collect.set_defaults(func=cmd_collect)
 
+    ds = sub.add_parser("dataset", help="inspect datasets; Minari export and import")
+    ds.add_argument("action", choices=["info", "to-minari", "from-minari"])
+    ds.add_argument("source", help="dataset file (.npz), or a Minari id for from-minari")
+    ds.add_argument("--id", default=None, help="to-minari: Minari dataset id, e.g. droil/wl-lqr-v0")
+    ds.add_argument("--out", default=None, help="from-minari: dataset file to write")
+    ds.add_argument("--robot", default=None, help="from-minari: robot of a foreign dataset")
+    ds.add_argument("--root", default=None, help="Minari datasets folder (MINARI_DATASETS_PATH)")
+    ds.set_defaults(func=cmd_dataset)
+
     train = sub.add_parser("train", help="train a learner on a dataset and export ONNX")
     train.add_argument("--algo", required=True, help="bc | drbc | be_droil | be_droil_nu0")
     train.add_argument("--data", required=True, help="dataset file (.npz)")
@@ -187,7 +227,7 @@ def build_parser() -> Parser:
     train.add_argument("--config", default="paper", help="preset: fast | paper")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="config override, e.g. --set alpha=0.5 --set f=kl")
-    train.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    train.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate policies on a perturbation grid")
@@ -202,7 +242,7 @@ def build_parser() -> Parser:
     ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="benchmarks; results under docs/results/")
-    bench.add_argument("name", choices=["lqr", "robustness"])
+    bench.add_argument("name", choices=["lqr", "robustness", "training-speed", "tune"])
     bench.add_argument("--robot", default="wheel_legged")
     bench.add_argument("--episodes", type=positive_int, default=None)
     bench.add_argument("--seed", type=non_negative_int, default=0)
@@ -211,7 +251,8 @@ def build_parser() -> Parser:
     bench.add_argument("--steps", type=positive_int, default=None, help="training steps")
     bench.add_argument("--workers", type=positive_int, default=2, help="evaluation processes")
     bench.add_argument("--out", default="docs/results")
-    bench.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    bench.add_argument("--threads", type=positive_int, default=2,
+                       help="torch threads for training (evaluation workers use 1 each)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from droil_ros.algos.common import Learner, LearnerConfig
 
 
@@ -20,7 +22,7 @@ class BC(Learner):
     name = "bc"
     Config = BCConfig
 
-    def update(self) -> dict[str, float]:
+    def update(self) -> dict[str, torch.Tensor]:
         losses = self.bc_losses(self.sample(self.policy_batches, self.config.batch_size))
         self.policy_step(losses)
-        return {"loss": losses.detach().mean().item()}
+        return {"loss": losses.detach().mean()}

@@ -41,10 +41,11 @@ class BEDROILConfig(LearnerConfig):
     k_dual: int = 2
     w_max: float = 100.0
     nu_lr: float = 3e-4
+    nu_hidden: tuple[int, ...] = (256,)  # one hidden layer, as DrilDICE's nu: the dual is cheap
     balance: bool = True  # False: the nu = 0 ablation (plain f-DRO behaviour cloning)
     loss_ema: float = 0.99
 
-    PRESETS = {"fast": dict(steps=300, hidden=(64, 64), log_every=50), "paper": {}}
+    PRESETS = {"fast": dict(steps=300, hidden=(64, 64), nu_hidden=(64,), log_every=50), "paper": {}}
 
 
 def expect(x: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
@@ -98,7 +99,7 @@ class BEDROIL(Learner):
             raise DroilError("gamma must be in (0, 1]")
         super().__init__(config, *args, **kwargs)
         c, k = config, self.n_seeds
-        self.nu = EnsembleMLP([self.robot.obs_dim, *c.hidden, 1], self.seeds, salt=3)
+        self.nu = EnsembleMLP([self.robot.obs_dim, *c.nu_hidden, 1], self.seeds, salt=3)
         self.nu_scale = 1.0 / (1.0 - c.gamma) if c.gamma < 1 else 1.0
         learn_lambda = c.f == "chi2" and (c.gamma == 1 or not c.balance)
         self.lam = torch.nn.Parameter(torch.zeros(k), requires_grad=learn_lambda)
@@ -117,31 +118,35 @@ class BEDROIL(Learner):
     def alpha(self) -> torch.Tensor:
         return F.softplus(self.log_alpha)
 
-    def potential(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.nu(obs).squeeze(-1) * self.nu_scale
+    def potential(self, *obs: torch.Tensor) -> list[torch.Tensor]:
+        """nu of several observation batches, in one batched forward pass."""
+        sizes = [o.shape[1] for o in obs]
+        values = self.nu(torch.cat(obs, dim=1)).squeeze(-1) * self.nu_scale
+        return list(values.split(sizes, dim=1))
 
-    def residual(self, ell: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """e = ell + gamma (1 - term) nu(s') - nu(s), with ell in running-mean units."""
+    def residual(self, ell: torch.Tensor, idx: torch.Tensor,
+                 idx0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """e = ell + gamma (1 - term) nu(s') - nu(s), with ell in running-mean units; and
+        nu(s0) for the initial states ``idx0``, when given."""
         if self.loss_scale is None:
             self.loss_scale = ell.mean(-1, keepdim=True).clamp_min(1e-8)
         ell = ell / self.loss_scale
         if not self.config.balance:
-            return ell
-        g = self.config.gamma
-        return ell + g * (1 - self.terminals[idx]) * self.potential(self.next_obs[idx]) \
-            - self.potential(self.obs[idx])
+            return ell, None if idx0 is None else torch.zeros(idx0.shape)
+        batches = [self.obs[idx], self.next_obs[idx]]
+        if idx0 is not None:
+            batches.append(self.init_obs[idx0])
+        nu = self.potential(*batches)
+        e = ell + self.config.gamma * (1 - self.terminals[idx]) * nu[1] - nu[0]
+        return e, (nu[2] if idx0 is not None else None)
 
     def dual_step(self) -> torch.Tensor:
         c = self.config
         idx = self.sample(self.dual_batches, c.batch_size)
+        idx0 = self.sample(self.init_batches, c.batch_size, n=len(self.init_obs))
         with torch.no_grad():
             ell = self.bc_losses(idx)
-        e = self.residual(ell, idx)
-        if c.balance:
-            idx0 = self.sample(self.init_batches, c.batch_size, n=len(self.init_obs))
-            nu0 = self.potential(self.init_obs[idx0])
-        else:
-            nu0 = torch.zeros_like(e)
+        e, nu0 = self.residual(ell, idx, idx0)
         value = dual_objective(e, nu0, self.lam, self.alpha, c.gamma, c.f, c.rho)
         if self.dual_opt is not None:
             self.dual_opt.zero_grad(set_to_none=True)
@@ -149,19 +154,18 @@ class BEDROIL(Learner):
             self.dual_opt.step()
         return value.detach()
 
-    def update(self) -> dict[str, float]:
+    def update(self) -> dict[str, torch.Tensor]:
         c = self.config
         for _ in range(c.k_dual):
             value = self.dual_step()
         idx = self.sample(self.policy_batches, c.batch_size)
         losses = self.bc_losses(idx)
         with torch.no_grad():
-            e = self.residual(losses.detach(), idx)
+            e, _ = self.residual(losses.detach(), idx)
             w = worst_case_weights(e, self.lam, self.alpha, c.f, c.w_max)
             batch_mean = losses.detach().mean(-1, keepdim=True)
             self.loss_scale = c.loss_ema * self.loss_scale + (1 - c.loss_ema) * batch_mean
         self.policy_step(w * losses)
         ess = w.sum(-1) ** 2 / (w**2).sum(-1) / w.shape[-1]
-        return {"loss": losses.detach().mean().item(), "weighted_loss": (w * losses).mean().item(),
-                "dual": value.mean().item(), "w_max": w.max().item(), "ess": ess.mean().item(),
-                "alpha": self.alpha.mean().item()}
+        return {"loss": batch_mean.mean(), "weighted_loss": (w * losses.detach()).mean(),
+                "dual": value.mean(), "w_max": w.max(), "ess": ess.mean(), "alpha": self.alpha.mean()}

@@ -173,7 +173,8 @@ class Learner:
         losses.mean(-1).sum().backward()
         self.policy_opt.step()
 
-    def update(self) -> dict[str, float]:
+    def update(self) -> dict[str, torch.Tensor]:
+        """One training step; returns scalar metrics (read only when logged)."""
         raise NotImplementedError
 
     def fit(self, steps: int | None = None, progress: bool = True, log_path: str | Path | None = None,

@@ -52,7 +52,7 @@ class DRBC(Learner):
     name = "drbc"
     Config = DRBCConfig
 
-    def update(self) -> dict[str, float]:
+    def update(self) -> dict[str, torch.Tensor]:
         rho = self.config.rho
         losses = self.bc_losses(self.sample(self.policy_batches, self.config.batch_size))
         detached = losses.detach()
@@ -61,5 +61,5 @@ class DRBC(Learner):
         threshold = robust if self.config.faithful else eta
         self.policy_step(torch.relu(losses - threshold.unsqueeze(-1)))
         active = (detached > threshold.unsqueeze(-1)).float().mean()
-        return {"loss": detached.mean().item(), "robust_loss": robust.mean().item(),
-                "eta": eta.mean().item(), "active_fraction": active.item()}
+        return {"loss": detached.mean(), "robust_loss": robust.mean(), "eta": eta.mean(),
+                "active_fraction": active}
