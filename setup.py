@@ -40,6 +40,8 @@ setup(
     entry_points={
         "console_scripts": [
             "droil = droil_ros.cli:main",
+            "sim_bridge = droil_ros.nodes.sim_bridge:main",
+            "lqr_expert = droil_ros.nodes.lqr_expert:main",
         ],
     },
 )

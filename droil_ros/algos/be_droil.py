@@ -100,6 +100,9 @@ class BEDROIL(Learner):
         super().__init__(config, *args, **kwargs)
         c, k = config, self.n_seeds
         self.nu = EnsembleMLP([self.robot.obs_dim, *c.nu_hidden, 1], self.seeds, salt=3)
+        with torch.no_grad():  # nu = 0 at the start: the first weights are those of the nu=0 ablation
+            self.nu.layers[-1].weight.zero_()
+            self.nu.layers[-1].bias.zero_()
         self.nu_scale = 1.0 / (1.0 - c.gamma) if c.gamma < 1 else 1.0
         learn_lambda = c.f == "chi2" and (c.gamma == 1 or not c.balance)
         self.lam = torch.nn.Parameter(torch.zeros(k), requires_grad=learn_lambda)

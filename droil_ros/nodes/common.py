@@ -1,0 +1,130 @@
+"""What every node shares: message <-> core conversions, QoS profiles, parameters, main().
+
+Conversions only: observations, actions and physics stay in the core (robots/, sim/).
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Float64MultiArray, Header
+
+from droil_ros.errors import DroilError
+from droil_ros.robots.spec import RobotSpec, SensorReadings, load_spec
+
+EXIT_USAGE = 2
+
+# Sensors: the newest sample matters, a lost one is replaced 5 ms later (qos_profile_sensor_data).
+SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
+                        depth=5)
+# Commands: RELIABLE because ros2_control's effort controller subscribes reliably (a best-effort
+# publisher would not match it) and lockstep must not lose the answer to a state; depth 1 so
+# no queue of stale commands builds up behind a slow subscriber.
+COMMAND_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                         depth=1)
+# Latched state (e.g. ``~/fallen``): a late subscriber gets the current value.
+LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                         depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CLOCK_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                       depth=1)
+
+
+def describe(text: str, read_only: bool = False) -> ParameterDescriptor:
+    return ParameterDescriptor(description=text, read_only=read_only)
+
+
+def declare_robot(node: Node) -> RobotSpec:
+    """Declare the read-only ``robot`` parameter and load its spec (SpecError when unknown)."""
+    name = node.declare_parameter(
+        "robot", "wheel_legged", describe("robot spec: id under config/robots/ or a YAML path",
+                                          read_only=True)).value
+    return load_spec(name)
+
+
+def readings_from_msgs(joint_state: JointState, imu: Imu) -> SensorReadings:
+    q = imu.orientation
+    return SensorReadings(
+        joint_names=tuple(joint_state.name),
+        position=np.array(joint_state.position, dtype=np.float64),
+        velocity=np.array(joint_state.velocity, dtype=np.float64),
+        effort=np.array(joint_state.effort, dtype=np.float64),
+        orientation=np.array([q.x, q.y, q.z, q.w]),
+        angular_velocity=_vector(imu.angular_velocity),
+        linear_acceleration=_vector(imu.linear_acceleration),
+    )
+
+
+def _vector(v) -> np.ndarray:
+    return np.array([v.x, v.y, v.z])
+
+
+def joint_state_msg(readings: SensorReadings, stamp: Time) -> JointState:
+    """Position, velocity and effort always filled: empty arrays break rosbags deserialisation."""
+    return JointState(
+        header=Header(stamp=stamp), name=list(readings.joint_names),
+        position=array("d", readings.position), velocity=array("d", readings.velocity),
+        effort=array("d", readings.effort),
+    )
+
+
+def imu_msg(readings: SensorReadings, stamp: Time, frame_id: str) -> Imu:
+    msg = Imu(header=Header(stamp=stamp, frame_id=frame_id))
+    msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w = (
+        float(v) for v in readings.orientation)
+    av, la = msg.angular_velocity, msg.linear_acceleration
+    av.x, av.y, av.z = (float(v) for v in readings.angular_velocity)
+    la.x, la.y, la.z = (float(v) for v in readings.linear_acceleration)
+    return msg
+
+
+def command_msg(effort: np.ndarray) -> Float64MultiArray:
+    """One effort per actuator, in the order of ``spec.actuators`` (ros2_control's layout)."""
+    return Float64MultiArray(data=array("d", np.asarray(effort, dtype=np.float64)))
+
+
+def effort_from_msg(msg: Float64MultiArray, spec: RobotSpec) -> np.ndarray:
+    """The effort vector of a command; ValueError (with the reason) when it cannot be applied."""
+    effort = np.array(msg.data, dtype=np.float64)
+    if effort.shape != (len(spec.actuators),):
+        raise ValueError(f"command has {effort.size} values, expected {len(spec.actuators)} "
+                         f"({', '.join(spec.actuators)})")
+    if not np.all(np.isfinite(effort)):
+        raise ValueError("command contains NaN or Inf")
+    return effort
+
+
+def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Run one node on a single-threaded executor; bad configuration is one line and exit 2."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (DroilError, ParameterException) as exc:
+        print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM shut the context down while a callback was publishing: a normal stop
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,110 @@
+"""LQR expert over ROS: JointState + Imu -> observation (spec) -> LQR (core) -> effort commands.
+
+Message-driven: it answers each new JointState + Imu pair, which is what lockstep simulation
+waits for. Bad input gives zero effort, never a crash; when the input stops for
+``state_timeout`` it commands zero effort once, since effort controllers hold the last command.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+from geometry_msgs.msg import Twist
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Float64MultiArray
+
+from droil_ros.errors import DroilError
+from droil_ros.nodes.common import (
+    COMMAND_QOS,
+    SENSOR_QOS,
+    command_msg,
+    declare_robot,
+    describe,
+    readings_from_msgs,
+    spin_node,
+)
+from droil_ros.sim.lqr import LQRController
+
+
+class LQRExpert(Node):
+    def __init__(self):
+        super().__init__("lqr_expert")
+        self.spec = declare_robot(self)
+        task = self.spec.task(self.declare_parameter(
+            "task", "stand", describe("task whose v_ref is the initial speed reference",
+                                      read_only=True)).value)
+        self.state_timeout = self.declare_parameter("state_timeout", 0.1, describe(
+            "seconds without a JointState + Imu pair before zero effort is commanded",
+            read_only=True)).value
+        if not self.state_timeout > 0:
+            raise DroilError(f"state_timeout must be positive, got {self.state_timeout}")
+        self.controller = LQRController(self.spec, v_ref=task.v_ref)
+        self.zero = np.zeros(len(self.spec.actuators))
+        self.joint_state: JointState | None = None  # latest message not yet used
+        self.imu: Imu | None = None
+        self.last_pair = time.monotonic()
+        self.stale = True  # nothing received yet: nothing to stop
+
+        self.command_pub = self.create_publisher(Float64MultiArray, "effort_controller/commands",
+                                                 COMMAND_QOS)
+        self.create_subscription(Imu, "imu/data", self._on_imu, SENSOR_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
+        self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
+        self.create_timer(self.state_timeout / 2, self._watchdog,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(f"{self.spec.id}/{task.name}: LQR gain {self.controller.gain.ravel()}, "
+                               f"v_ref {task.v_ref:g} m/s")
+
+    def _on_imu(self, msg: Imu) -> None:
+        self.imu = msg
+        self._act()
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        self.joint_state = msg
+        self._act()
+
+    def _act(self) -> None:
+        """Answer a pair made of the newest JointState and Imu, each used once."""
+        if self.joint_state is None or self.imu is None:
+            return
+        readings = readings_from_msgs(self.joint_state, self.imu)
+        self.joint_state = self.imu = None
+        self.last_pair, self.stale = time.monotonic(), False
+        try:
+            obs = self.spec.build_observation(readings)
+        except ValueError as exc:
+            self._safe(f"bad input: {exc}")
+            return
+        if not np.all(np.isfinite(obs)):
+            self._safe("NaN or Inf in the observation")
+            return
+        self.command_pub.publish(command_msg(self.spec.action_to_command(self.controller(obs))))
+
+    def _safe(self, why: str) -> None:
+        self.command_pub.publish(command_msg(self.zero))
+        self.get_logger().warning(f"{why}: zero effort", throttle_duration_sec=1.0)
+
+    def _watchdog(self) -> None:
+        if not self.stale and time.monotonic() - self.last_pair > self.state_timeout:
+            self.stale = True
+            self._safe(f"no JointState + Imu for {self.state_timeout:g} s")
+
+    def _on_cmd_vel(self, msg: Twist) -> None:
+        if math.isfinite(msg.linear.x):
+            self.controller.v_ref = float(msg.linear.x)
+        else:
+            self.get_logger().warning("ignored cmd_vel with a non-finite linear.x",
+                                   throttle_duration_sec=1.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    return spin_node(LQRExpert, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

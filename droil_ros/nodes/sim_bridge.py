@@ -1,0 +1,201 @@
+"""MuJoCo simulation behind the same topics as the real robot (JointState, Imu, effort commands).
+
+The core environment does the physics; this node only converts messages and decides when to
+step: ``realtime`` steps on a wall-clock timer with the latest command (zero-order hold, like
+hardware); ``lockstep`` publishes a state, waits for the command that answers it, then steps
+(deterministic and faster than real time). ``/clock`` carries the simulated time, monotonic
+across resets.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+
+from droil_ros.errors import DroilError, PerturbationError
+from droil_ros.nodes.common import (
+    CLOCK_QOS,
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    declare_robot,
+    describe,
+    effort_from_msg,
+    imu_msg,
+    joint_state_msg,
+    spin_node,
+)
+from droil_ros.sim.envs import make_env
+from droil_ros.sim.perturb import parse_perturbation
+
+MODES = ("realtime", "lockstep")
+
+
+class SimBridge(Node):
+    def __init__(self):
+        super().__init__("sim_bridge")
+        self.spec = declare_robot(self)
+        if not self.spec.uses_sensor_observation:
+            raise DroilError(f"sim_bridge serves robots observed through JointState + Imu; "
+                             f"'{self.spec.id}' observes through Gymnasium")
+        declare = self.declare_parameter
+        task = declare("task", "stand", describe("task of the robot spec (initial tilt, fall "
+                                                 "tilt)", read_only=True)).value
+        self.mode = declare("mode", "realtime", describe(
+            "realtime: step on a wall-clock timer at the control rate; lockstep: step when the "
+            "command answering the last state arrives (waits for the first one)",
+            read_only=True)).value
+        if self.mode not in MODES:
+            raise DroilError(f"unknown mode '{self.mode}' (modes: {', '.join(MODES)})")
+        self.seed = declare("seed", 0, describe("seed of episode 0; episode k uses seed + k",
+                                                read_only=True)).value
+        declare("initial_tilt", math.nan, describe(
+            "initial tilt in rad for the next episodes; NaN: random within the task's init_tilt"))
+        self.publish_clock = declare("publish_clock", True, describe(
+            "publish /clock (sim time) and stamp messages with it; false: stamp with the node "
+            "clock", read_only=True)).value
+        lockstep_timeout = declare("lockstep_timeout", 0.1, describe(
+            "lockstep: seconds to wait for a command before stepping with the held one",
+            read_only=True)).value
+        if not lockstep_timeout > 0:
+            raise DroilError(f"lockstep_timeout must be positive, got {lockstep_timeout}")
+        perturbation = declare("perturbation", "", describe(
+            "dynamics perturbation, e.g. 'mass=1.5,friction=0.3' (empty: nominal); settable at "
+            "run time")).value
+
+        self.env = make_env(self.spec, task)
+        self._set_perturbation(perturbation)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.sim = self.env.unwrapped
+        self.frame_id = self.spec.imu["frame_id"]
+        # least-squares inverse of spec.action_to_command: efforts -> the action closest to them
+        self.from_command = np.linalg.pinv(self.spec.action_gains)
+        self.step_ns = round(self.spec.control_dt * 1e9)
+        self.steps = 0  # since start: /clock never runs backwards, not even on reset
+        self.episode = -1
+        self.fallen = False
+        self.missed = 0
+        self.started = False  # lockstep: the first command starts the simulated clock
+        self.action = np.zeros(self.spec.act_dim)  # of the last valid command (zero-order hold)
+
+        self.imu_pub = self.create_publisher(Imu, "imu/data", SENSOR_QOS)
+        self.joint_pub = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
+        self.clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
+        self.fallen_pub = self.create_publisher(Bool, "~/fallen", LATCHED_QOS)
+        self.create_subscription(Float64MultiArray, "effort_controller/commands", self._on_command,
+                                 COMMAND_QOS)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        if self.mode == "realtime":
+            self.create_timer(self.spec.control_dt, self._advance, clock=steady)
+        else:
+            self.timeout_timer = self.create_timer(lockstep_timeout, self._on_lockstep_timeout,
+                                                   clock=steady)
+        tilt0 = self._start_episode()
+        self.get_logger().info(f"{self.spec.id}/{task}, {self.mode}, {self.spec.control_rate_hz:g} Hz, "
+                               f"tilt {tilt0:.3f} rad, perturbation {self.env.perturbation}")
+
+    def _set_perturbation(self, text: str) -> None:
+        """Validate with the core and apply; the previous perturbation stays on failure."""
+        parsed = parse_perturbation(text)
+        if parsed.signal("obs_noise"):
+            raise PerturbationError("obs_noise acts on the observation vector, which sim_bridge does "
+                                    "not publish; add it where the observation is built")
+        previous = self.env.perturbation
+        try:
+            self.env.set_perturbation(parsed)
+        except PerturbationError:
+            self.env.set_perturbation(previous)
+            raise
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        # Applied here, not in a post-set callback, because only applying to the model can check
+        # targets; read-only and type checks have already passed when rclpy calls this.
+        for p in params:
+            if p.name == "perturbation":
+                try:
+                    self._set_perturbation(p.value)
+                except PerturbationError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+                self.get_logger().info(f"perturbation: {self.env.perturbation}")
+        return SetParametersResult(successful=True)
+
+    def _start_episode(self) -> float:
+        self.episode += 1
+        tilt = self.get_parameter("initial_tilt").value
+        options = {"tilt": None if math.isnan(tilt) else tilt}
+        _, info = self.env.reset(seed=self.seed + self.episode, options=options)
+        self.action = np.zeros_like(self.action)  # no command survives an episode change
+        self._set_fallen(False)
+        self._publish_state()
+        return info["tilt0"]
+
+    def _set_fallen(self, fallen: bool) -> None:
+        self.fallen = fallen
+        self.fallen_pub.publish(Bool(data=fallen))
+
+    def _publish_state(self) -> None:
+        sim_now = Time(nanoseconds=self.steps * self.step_ns)
+        stamp = (sim_now if self.publish_clock else self.get_clock().now()).to_msg()
+        readings = self.sim.readings()
+        self.imu_pub.publish(imu_msg(readings, stamp, self.frame_id))
+        self.joint_pub.publish(joint_state_msg(readings, stamp))
+        if self.publish_clock:
+            self.clock_pub.publish(ClockMsg(clock=stamp))
+        if self.mode == "lockstep":
+            self.timeout_timer.reset()
+
+    def _advance(self) -> None:
+        """One control period with the held command, then the state it reached."""
+        _, _, terminated, _, _ = self.env.step(self.action)
+        self.steps += 1
+        if terminated and not self.fallen:
+            self._set_fallen(True)
+            self.get_logger().warning(f"episode {self.episode}: fell at {self.sim.time:.2f} s; "
+                                      f"call ~/reset for a new episode")
+        self._publish_state()
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        try:
+            self.action = self.from_command @ effort_from_msg(msg, self.spec)
+        except ValueError as exc:
+            self.get_logger().warning(f"ignored command: {exc}", throttle_duration_sec=1.0)
+            return
+        if self.mode == "lockstep":
+            self.started = True
+            self._advance()
+
+    def _on_lockstep_timeout(self) -> None:
+        if not self.started:
+            self._publish_state()  # nobody answered yet (discovery): offer the state again
+            return
+        self.missed += 1
+        self.get_logger().warning(f"lockstep: no command within the timeout, stepped with the held "
+                                  f"one ({self.missed} missed)", throttle_duration_sec=1.0)
+        self._advance()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        tilt0 = self._start_episode()
+        response.success = True
+        response.message = f"episode {self.episode}, initial tilt {tilt0:.3f} rad"
+        self.get_logger().info(response.message)
+        return response
+
+
+def main(args: list[str] | None = None) -> int:
+    return spin_node(SimBridge, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

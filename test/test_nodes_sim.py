@@ -1,0 +1,259 @@
+"""sim_bridge and lqr_expert as real processes talking over DDS, observed by a probe node.
+
+Each module run uses its own ROS domain and localhost-only discovery, so parallel runs and
+other graphs on the machine do not interfere. Nodes are stopped by process group in teardown
+(SIGTERM must end them cleanly) and run under ``timeout -s KILL`` so that none outlives a killed
+pytest by more than two minutes.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+
+from droil_ros.nodes.common import (
+    CLOCK_QOS,
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    command_msg,
+    effort_from_msg,
+    imu_msg,
+    joint_state_msg,
+    readings_from_msgs,
+)
+from droil_ros.robots import load_spec
+from droil_ros.sim.envs import make_env
+
+DOMAIN = random.randint(1, 100)
+ROS_ENV = {"ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "PYTHONUNBUFFERED": "1"}
+SPEC = load_spec("wheel_legged")
+THETA = SPEC.obs_names.index("theta")
+TOPICS = {"joint_states": (JointState, SENSOR_QOS), "imu/data": (Imu, SENSOR_QOS),
+          "/clock": (Clock, CLOCK_QOS), "/sim_bridge/fallen": (Bool, LATCHED_QOS),
+          "effort_controller/commands": (Float64MultiArray, COMMAND_QOS)}
+
+
+class Probe:
+    """A node in its own context, spun in a thread, that records what the graph publishes."""
+
+    def __init__(self):
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN)
+        self.node = rclpy.create_node("probe", context=self.context)
+        self.lock = threading.Lock()
+        self.messages = defaultdict(list)
+        for topic, (kind, qos) in TOPICS.items():
+            self.node.create_subscription(kind, topic, self._recorder(topic), qos)
+        self.command_pub = self.node.create_publisher(Float64MultiArray, "effort_controller/commands",
+                                                      COMMAND_QOS)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _recorder(self, topic):
+        def record(msg):
+            with self.lock:
+                self.messages[topic].append((time.monotonic(), msg))
+        return record
+
+    def received(self, topic, since: float = 0.0) -> list:
+        with self.lock:
+            return [m for t, m in self.messages[topic] if t >= since]
+
+    def sim_time(self) -> float:
+        clocks = self.received("/clock")
+        return clocks[-1].clock.sec + clocks[-1].clock.nanosec * 1e-9 if clocks else -1.0
+
+    def fallen(self) -> bool | None:
+        values = self.received("/sim_bridge/fallen")
+        return values[-1].data if values else None
+
+    def commands(self) -> np.ndarray:
+        return np.array([m.data for m in self.received("effort_controller/commands")])
+
+    def tilts(self, since: float = 0.0) -> np.ndarray:
+        """Tilt of every state (JointState + Imu of one stamp), through the robot spec."""
+        imus = {_stamp(m): m for m in self.received("imu/data", since)}
+        return np.array([SPEC.build_observation(readings_from_msgs(js, imus[_stamp(js)]))[THETA]
+                         for js in self.received("joint_states", since) if _stamp(js) in imus])
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return bool(predicate())
+
+    def result(self, future, timeout: float = 5.0):
+        assert self.wait_for(future.done, timeout), "no answer from the service"
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _stamp(msg) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_env():
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in ROS_ENV.items():
+            patch.setenv(key, value)
+        yield
+
+
+@pytest.fixture
+def probe():
+    p = Probe()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """Start ``python -m droil_ros.nodes.<name> --ros-args -p k:=v ...``; kill all at teardown."""
+    procs = []
+
+    def start(name: str, **params) -> subprocess.Popen:
+        args = [f"{k}:={v}" for k, v in params.items()]
+        command = ["timeout", "-s", "KILL", "120", sys.executable, "-m", f"droil_ros.nodes.{name}",
+                   "--ros-args", *[a for arg in args for a in ("-p", arg)]]
+        log = open(tmp_path / f"{name}.log", "w")
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dict(os.environ, **ROS_ENV))
+        proc.log_path = tmp_path / f"{name}.log"
+        procs.append((proc, log))
+        return proc
+
+    yield start
+    running = [proc for proc, _ in procs if proc.poll() is None]
+    codes = {proc.log_path.stem: stop(proc) for proc in running}
+    for _, log in procs:
+        log.close()
+    assert all(code == 0 for code in codes.values()), f"unclean exit on SIGTERM: {codes}"
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    """Signal the process group; SIGKILL it if it has not exited 3 s later."""
+    os.killpg(proc.pid, sig)
+    try:
+        return proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def test_messages_carry_the_readings_the_spec_reads():
+    env = make_env(SPEC, "stand")
+    env.reset(seed=0, options={"tilt": 0.2})
+    readings = env.unwrapped.readings()
+    stamp = Time(sec=1, nanosec=5)
+    back = readings_from_msgs(joint_state_msg(readings, stamp), imu_msg(readings, stamp, "imu_link"))
+    np.testing.assert_array_equal(SPEC.build_observation(back), SPEC.build_observation(readings))
+    assert SPEC.build_observation(back)[THETA] == pytest.approx(0.2)
+    assert list(effort_from_msg(command_msg([0.5, -0.5]), SPEC)) == [0.5, -0.5]
+    for bad in ([0.5], [0.5, float("nan")]):
+        with pytest.raises(ValueError):
+            effort_from_msg(command_msg(bad), SPEC)
+
+
+def test_lqr_stands_in_lockstep_for_10_sim_seconds(launch, probe):
+    launch("sim_bridge", mode="lockstep", initial_tilt=0.2, seed=0)
+    # lockstep offers state 0 until a command answers it: the probe sees the episode from its start
+    assert probe.wait_for(lambda: len(probe.tilts()) and probe.fallen() is False, 20.0)
+    launch("lqr_expert")
+    assert probe.wait_for(lambda: probe.sim_time() > 0.0, 20.0), "lockstep never started"
+    assert probe.wait_for(lambda: probe.sim_time() >= 10.0, 40.0), f"sim time {probe.sim_time()}"
+    tilts = probe.tilts()
+    assert abs(tilts[0]) == pytest.approx(0.2, abs=0.01)
+    assert np.max(np.abs(tilts)) < 0.3
+    assert np.abs(tilts[-1]) < 0.02  # balanced, not just not fallen
+    assert not any(m.data for m in probe.received("/sim_bridge/fallen"))
+    commands = probe.commands()
+    assert np.all(np.isfinite(commands)) and np.any(commands != 0.0)
+
+
+def test_falls_without_a_controller_and_reset_stands_it_up(launch, probe):
+    bridge = launch("sim_bridge", mode="realtime", initial_tilt=0.2)
+    assert probe.wait_for(lambda: probe.fallen() is True, 15.0), "never fell"
+    fall_tilt = SPEC.task("stand").fall_tilt
+    assert probe.wait_for(lambda: np.any(np.abs(probe.tilts()) > fall_tilt), 2.0), "not lying"
+    probe.command_pub.publish(command_msg([1.0, 2.0, 3.0]))  # wrong length: ignored with a warning
+
+    client = probe.node.create_client(Trigger, "/sim_bridge/reset")
+    assert client.wait_for_service(timeout_sec=5.0)
+    asked = time.monotonic()
+    response = probe.result(client.call_async(Trigger.Request()))
+    assert response.success and "episode 1" in response.message
+    assert probe.wait_for(lambda: probe.fallen() is False, 2.0)
+    assert probe.wait_for(lambda: np.any(np.abs(probe.tilts(asked)) < 0.25), 2.0), "not upright"
+    assert "ignored command: command has 3 values, expected 2" in bridge.log_path.read_text()
+
+
+def test_perturbation_is_set_at_run_time_and_bad_values_are_rejected(launch, probe):
+    launch("sim_bridge", mode="lockstep", initial_tilt=0.1)
+    launch("lqr_expert")
+    assert probe.wait_for(lambda: probe.sim_time() > 1.0 and probe.fallen() is False, 20.0)
+    params = AsyncParameterClient(probe.node, "sim_bridge")
+    assert params.wait_for_services(timeout_sec=5.0)
+
+    def set_perturbation(value: str):
+        future = params.set_parameters([Parameter("perturbation", Parameter.Type.STRING, value)])
+        return probe.result(future).results[0]
+
+    for bad, reason in [("mass=-1", "must be >= 0"), ("obs_noise=0.1", "obs_noise"),
+                        ("mass@no_such_body=2", "no body named 'no_such_body'")]:
+        result = set_perturbation(bad)
+        assert not result.successful and reason in result.reason, result.reason
+    assert probe.fallen() is False
+    assert set_perturbation("gear=0").successful  # motors without strength: the LQR cannot help
+    assert probe.wait_for(lambda: probe.fallen() is True, 10.0)
+
+
+def test_lqr_survives_the_sim_and_stops_commanding(launch, probe):
+    bridge = launch("sim_bridge", mode="lockstep", initial_tilt=0.2)
+    expert = launch("lqr_expert")
+    assert probe.wait_for(lambda: probe.sim_time() > 0.5 and probe.commands().size, 20.0)
+    stop(bridge, signal.SIGKILL)  # a crash: nothing is sent on the way out
+    assert probe.wait_for(lambda: not np.any(probe.commands()[-1]), 2.0), "no zero effort"
+    time.sleep(0.3)
+    assert expert.poll() is None
+    assert np.all(np.isfinite(probe.commands()))
+
+
+@pytest.mark.parametrize("robot, message", [("hopper", "observes through Gymnasium"),
+                                            ("no_such_robot", "unknown robot 'no_such_robot'")])
+def test_unsupported_robot_is_one_line_and_exit_2(robot, message):
+    result = subprocess.run(
+        ["timeout", "-s", "KILL", "60", sys.executable, "-m", "droil_ros.nodes.sim_bridge",
+         "--ros-args", "-p", f"robot:={robot}"],
+        capture_output=True, text=True, env=dict(os.environ, **ROS_ENV))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("sim_bridge: error: ") and message in lines[0]
