@@ -104,7 +104,8 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
                            [[k, v["steps"], n_seeds, f"{v['seconds']:.0f}", f"{v['steps_per_second']:.0f}"]
                             for k, v in training.items()])
     seconds = time.time() - started
-    command = f"droil bench robustness --robot {robot}" + (" --quick" if quick else "")
+    command = (f"droil bench robustness --robot {robot}" + (" --quick" if quick else "")
+               + f" --steps {steps} --episodes {episodes} --seeds {n_seeds}")
     markdown = (f"# Robustness on `{robot}`{' (quick)' if quick else ''}\n\n"
                 f"Expert data: {len(dataset)} transitions ({dataset.n_episodes} episodes). "
                 f"Learners trained {steps} steps, batch 256, seeds {seeds} (batched), preset `paper`. "
