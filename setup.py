@@ -42,6 +42,7 @@ setup(
             "droil = droil_ros.cli:main",
             "sim_bridge = droil_ros.nodes.sim_bridge:main",
             "lqr_expert = droil_ros.nodes.lqr_expert:main",
+            "demo_recorder = droil_ros.nodes.demo_recorder:main",
         ],
     },
 )

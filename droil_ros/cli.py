@@ -99,6 +99,14 @@ def cmd_dataset(args) -> int:
         print(f"{args.source}: {len(d)} transitions, {d.n_episodes} episodes, robot {d.robot_id}, "
               f"{int(d.terminals.sum())} terminal, {int(d.timeouts.sum())} time-outs, rewards "
               f"{'yes' if d.meta.get('has_rewards') else 'no'}, hash {d.hash}\n  source: {d.meta['source']}")
+    elif args.action == "from-bag":
+        from droil_ros.data.bag import dataset_from_bag
+
+        if not args.robot or not args.out:
+            raise DroilError("from-bag needs --robot and --out")
+        dataset = dataset_from_bag(args.source, load_spec(args.robot), task=args.task)
+        print(f"{dataset.save(args.out)}: {len(dataset)} transitions, {dataset.n_episodes} episodes, "
+              f"{int(dataset.terminals.sum())} falls, robot {dataset.robot_id}, hash {dataset.hash}")
     elif args.action == "to-minari":
         print(to_minari(load_dataset(args.source), args.id, root))
     else:
@@ -208,12 +216,13 @@ def build_parser() -> Parser:
     collect.add_argument("--seed", type=non_negative_int, default=0)
     collect.set_defaults(func=cmd_collect)
 
-    ds = sub.add_parser("dataset", help="inspect datasets; Minari export and import")
-    ds.add_argument("action", choices=["info", "to-minari", "from-minari"])
-    ds.add_argument("source", help="dataset file (.npz), or a Minari id for from-minari")
+    ds = sub.add_parser("dataset", help="inspect datasets; from rosbag2; Minari export/import")
+    ds.add_argument("action", choices=["info", "from-bag", "to-minari", "from-minari"])
+    ds.add_argument("source", help="dataset file (.npz); a rosbag2 for from-bag; a Minari id")
     ds.add_argument("--id", default=None, help="to-minari: Minari dataset id, e.g. droil/wl-lqr-v0")
-    ds.add_argument("--out", default=None, help="from-minari: dataset file to write")
-    ds.add_argument("--robot", default=None, help="from-minari: robot of a foreign dataset")
+    ds.add_argument("--out", default=None, help="from-bag, from-minari: dataset file to write")
+    ds.add_argument("--robot", default=None, help="from-bag: robot; from-minari: of a foreign dataset")
+    ds.add_argument("--task", default=None, help="from-bag: task whose reward and fall apply")
     ds.add_argument("--root", default=None, help="Minari datasets folder (MINARI_DATASETS_PATH)")
     ds.set_defaults(func=cmd_dataset)
 

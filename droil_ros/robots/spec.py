@@ -200,6 +200,21 @@ class RobotSpec:
         return obs
 
 
+def task_rewards(robot: RobotSpec, task: Task, next_obs: np.ndarray, actions: np.ndarray,
+                 times: np.ndarray) -> np.ndarray:
+    """The task reward for many transitions (s', a, time of s' since the reset):
+    alive - sum_k w_k * term_k^2; NaN where the task has no such reward."""
+    names = robot.obs_names
+    if not isinstance(task.reward, dict) or not {"theta", "x", "x_dot"} <= set(names):
+        return np.full(len(next_obs), np.nan)
+    w = task.reward
+    theta, x, x_dot = (next_obs[:, names.index(n)] for n in ("theta", "x", "x_dot"))
+    x_ref = task.v_ref * times
+    effort = np.sum((actions / robot.action_high) ** 2, axis=1)
+    return (w.get("alive", 0.0) - w.get("theta", 0.0) * theta**2 - w.get("x", 0.0) * (x - x_ref) ** 2
+            - w.get("x_dot_error", 0.0) * (x_dot - task.v_ref) ** 2 - w.get("action", 0.0) * effort)
+
+
 def _require(raw: dict, key: str, where: str):
     if key not in raw:
         raise SpecError(f"{where}: missing '{key}'")

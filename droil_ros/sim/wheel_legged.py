@@ -13,7 +13,7 @@ import mujoco
 import numpy as np
 
 from droil_ros.errors import SpecError
-from droil_ros.robots.spec import RobotSpec, SensorReadings, Task
+from droil_ros.robots.spec import RobotSpec, SensorReadings, Task, task_rewards
 
 
 def _id(model: mujoco.MjModel, kind: mujoco.mjtObj, name: str, spec: RobotSpec) -> int:
@@ -106,14 +106,5 @@ class WheelLeggedEnv(gym.Env):
         return obs, reward, fell, False, {"fell": fell, "time": self.time}
 
     def reward(self, obs: np.ndarray, action: np.ndarray) -> float:
-        w = self.task.reward
-        theta, x, x_dot = (obs[self.names.index(n)] for n in ("theta", "x", "x_dot"))
-        x_ref = self.task.v_ref * self.time
-        effort = float(np.sum((action / self.robot.action_high) ** 2))
-        return float(
-            w.get("alive", 0.0)
-            - w.get("theta", 0.0) * theta**2
-            - w.get("x", 0.0) * (x - x_ref) ** 2
-            - w.get("x_dot_error", 0.0) * (x_dot - self.task.v_ref) ** 2
-            - w.get("action", 0.0) * effort
-        )
+        return float(task_rewards(self.robot, self.task, obs[None], np.asarray(action)[None],
+                                  np.array([self.time]))[0])

@@ -1,0 +1,218 @@
+"""demo_recorder over real DDS: sim_bridge (lockstep) + lqr_expert + demo_recorder as processes.
+
+A bag recorded from the LQR must convert into transitions where each action is exactly what the
+LQR computes from the recorded observation and each s' is the next transition's s; a recorder
+killed with SIGKILL must leave a bag that reads up to its last flush. Each module run uses its
+own ROS domain with localhost-only discovery; processes run under ``timeout -s KILL``.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
+from std_srvs.srv import Trigger
+
+from droil_ros.data.bag import dataset_from_bag, read_bag_transitions, typestore
+from droil_ros.nodes.common import CLOCK_QOS
+from droil_ros.robots import load_spec
+from droil_ros.sim.lqr import LQRController
+
+DOMAIN = random.randint(101, 160)
+ROS_ENV = {"ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "PYTHONUNBUFFERED": "1"}
+SPEC = load_spec("wheel_legged")
+FLUSH = 0.2
+TS = typestore()
+
+
+class Probe:
+    """Watches /clock (sim time against the wall clock) and calls the recorder's services."""
+
+    def __init__(self):
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN)
+        self.node = rclpy.create_node("probe", context=self.context)
+        self.lock = threading.Lock()
+        self.clock: list[tuple[float, float]] = []  # (monotonic, sim seconds)
+        self.node.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on_clock(self, msg: Clock) -> None:
+        with self.lock:
+            self.clock.append((time.monotonic(), msg.clock.sec + msg.clock.nanosec * 1e-9))
+
+    def sim_time(self, at: float | None = None) -> float:
+        """Latest sim time seen (by monotonic time ``at``); -1 before any."""
+        with self.lock:
+            seen = [s for t, s in self.clock if at is None or t <= at]
+        return seen[-1] if seen else -1.0
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return bool(predicate())
+
+    def call(self, service: str) -> Trigger.Response:
+        client = self.node.create_client(Trigger, service)
+        assert client.wait_for_service(timeout_sec=10.0), f"no {service}"
+        future = client.call_async(Trigger.Request())
+        assert self.wait_for(future.done, 10.0), f"no answer from {service}"
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_env():
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in ROS_ENV.items():
+            patch.setenv(key, value)
+        yield
+
+
+@pytest.fixture
+def probe():
+    p = Probe()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """Start ``python -m droil_ros.nodes.<name> --ros-args -p k:=v ...``; SIGTERM all at teardown."""
+    procs = []
+
+    def start(name: str, **params) -> subprocess.Popen:
+        args = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
+        log = open(tmp_path / f"{name}.log", "w")
+        proc = subprocess.Popen(
+            ["timeout", "-s", "KILL", "120", sys.executable, "-m", f"droil_ros.nodes.{name}",
+             "--ros-args", *args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **ROS_ENV))
+        proc.log_path = tmp_path / f"{name}.log"
+        procs.append((proc, log))
+        return proc
+
+    yield start
+    codes = {proc.log_path.stem: stop(proc) for proc, _ in procs if proc.poll() is None}
+    for _, log in procs:
+        log.close()
+    assert all(code == 0 for code in codes.values()), f"unclean exit on SIGTERM: {codes}"
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    os.killpg(proc.pid, sig)
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def logged(proc: subprocess.Popen, *texts: str) -> bool:
+    log = proc.log_path.read_text()
+    return all(text in log for text in texts)
+
+
+def start_demo(launch, probe, tmp_path) -> tuple[subprocess.Popen, float]:
+    """The recorder and the LQR, then sim_bridge in lockstep once the recorder hears the LQR;
+    returns the recorder and the sim time when it records states and commands."""
+    recorder = launch("demo_recorder", autostart="true", output_dir=str(tmp_path / "bags"),
+                      flush_period=FLUSH)
+    launch("lqr_expert")
+    assert probe.wait_for(lambda: logged(recorder, "/effort_controller/commands: 1 publisher"),
+                          30.0), recorder.log_path.read_text()
+    launch("sim_bridge", mode="lockstep", initial_tilt=0.2, seed=0)
+    assert probe.wait_for(lambda: logged(recorder, "recording /joint_states", "recording /imu/data",
+                                         "recording /effort_controller/commands"), 30.0), (
+        recorder.log_path.read_text())
+    assert probe.wait_for(lambda: probe.sim_time() >= 0.0, 10.0)
+    return recorder, probe.sim_time()
+
+
+def test_recorded_lqr_demonstration_converts_exactly(launch, probe, tmp_path):
+    recorder, recording = start_demo(launch, probe, tmp_path)
+    assert probe.wait_for(lambda: probe.sim_time() >= recording + 3.0, 40.0), probe.sim_time()
+    response = probe.call("/demo_recorder/stop")
+    assert response.success, response.message
+    path = response.message.removeprefix("stopped: ").rsplit(": ", 1)[0]
+    assert path.startswith(str(tmp_path / "bags" / "demo_")) and path.endswith("Z")
+    assert not probe.call("/demo_recorder/stop").success  # not recording any more
+
+    with Reader(path) as reader:  # a closed bag, as rosbags and ros2 bag expect it
+        topics = reader.topics
+    assert {"/joint_states", "/imu/data", "/effort_controller/commands", "/sim_bridge/fallen"} <= set(topics)
+    t = read_bag_transitions(path, SPEC, "stand")
+    assert len(t) >= 0.9 * 3.0 * SPEC.control_rate_hz, t.report
+    # one unbroken episode: s' of each transition is the next one's s, one period later
+    np.testing.assert_array_equal(t.next_observations[:-1], t.observations[1:])
+    np.testing.assert_allclose(np.diff(t.times), SPEC.control_dt, atol=1e-9)
+    assert t.episode_starts.sum() <= 1 and not t.terminals.any()
+    assert t.timeouts.sum() == 1 and t.timeouts[-1]
+    # each action is the LQR's answer to the recorded observation (x_ref stays 0 standing)
+    lqr = LQRController(SPEC)
+    expected = np.array([lqr(obs) for obs in t.observations])
+    assert lqr.x_ref == 0.0
+    np.testing.assert_allclose(t.actions, expected, rtol=1e-6, atol=1e-9)
+    assert np.ptp(t.actions) > 0.0
+
+    ds = dataset_from_bag(path, SPEC, "stand")
+    assert len(ds) == len(t) and np.isfinite(ds.rewards).all()
+    np.testing.assert_allclose(ds.actions, t.actions.astype(np.float32))
+
+    # a second bag, closed by SIGTERM instead of ~/stop
+    response = probe.call("/demo_recorder/start")
+    assert response.success and response.message != path
+    second = response.message.removeprefix("recording to ")
+    assert "already recording" in probe.call("/demo_recorder/start").message
+    time.sleep(0.3)
+    assert stop(recorder) == 0
+    assert logged(recorder, f"stopped: {second}")
+    with Reader(second) as reader:
+        assert reader.message_count > 0
+
+
+def test_sigkill_leaves_a_bag_readable_up_to_the_last_flush(launch, probe, tmp_path):
+    recorder, recording = start_demo(launch, probe, tmp_path)
+    assert probe.wait_for(lambda: probe.sim_time() >= recording + 1.5, 40.0), probe.sim_time()
+    killed_at = time.monotonic()
+    stop(recorder, signal.SIGKILL)
+    time.sleep(0.3)
+
+    (bag,) = (tmp_path / "bags").iterdir()
+    files = sorted(p.name for p in bag.iterdir())
+    # a kill during a flush may leave the temporary metadata file; metadata.yaml is whole
+    assert set(files) - {"metadata.yaml.tmp"} == {f"{bag.name}_0.mcap", "metadata.yaml"}, files
+    with Reader(bag) as reader:  # the directory (metadata.yaml as of a flush)
+        assert sum(1 for _ in reader.messages()) > 0
+    with Reader(bag / f"{bag.name}_0.mcap") as reader:  # the MCAP file alone, as of the last flush
+        stamps = [s.sec + s.nanosec * 1e-9 for s in (
+            TS.deserialize_cdr(raw, c.msgtype).header.stamp
+            for c, _, raw in reader.messages() if c.topic == "/joint_states")]
+        assert sum(1 for _ in reader.messages()) == reader.message_count > 0
+    # everything up to the last flush (at most FLUSH before the kill) is there, nothing later
+    assert probe.sim_time(killed_at - FLUSH - 0.3) <= max(stamps) <= probe.sim_time(killed_at + 0.2)
+    ds = dataset_from_bag(bag, SPEC, "stand")
+    assert len(ds) >= (max(stamps) - min(stamps)) * SPEC.control_rate_hz - 25, ds.meta["source"]
+    assert ds.timeouts[-1] and not ds.terminals.any()
