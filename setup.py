@@ -43,6 +43,7 @@ setup(
             "sim_bridge = droil_ros.nodes.sim_bridge:main",
             "lqr_expert = droil_ros.nodes.lqr_expert:main",
             "demo_recorder = droil_ros.nodes.demo_recorder:main",
+            "policy = droil_ros.nodes.policy:main",
         ],
     },
 )

@@ -5,6 +5,7 @@ Conversions only: observations, actions and physics stay in the core (robots/, s
 
 from __future__ import annotations
 
+import signal
 import sys
 from array import array
 from collections.abc import Callable
@@ -16,8 +17,10 @@ from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, Header
 
@@ -123,6 +126,45 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
         if rclpy.ok():
             raise
         # SIGINT/SIGTERM shut the context down while a callback was publishing: a normal stop
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def _interrupt(signum, frame):
+    """The first SIGINT/SIGTERM interrupts the executor; later ones are ignored so that they cannot
+    break the shutdown transition (``timeout`` and process-group kills deliver a signal twice)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def spin_lifecycle_node(node_factory: Callable[[], LifecycleNode], args: list[str] | None = None) -> int:
+    """spin_node for lifecycle nodes: SIGINT and SIGTERM take the node through its shutdown
+    transition, so it can still publish (e.g. a last safe command); rclpy's own signal handlers
+    would shut the context down first. Python runs signal handlers between waits, hence the
+    0.1 s wait limit."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    node = None
+    try:
+        node = node_factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except KeyboardInterrupt:
+        if node is not None:
+            try:
+                node.trigger_shutdown()
+            except RuntimeError:  # rclpy's RCLError: finalized already, or interrupted mid-transition
+                pass
+    except (DroilError, ParameterException) as exc:
+        print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if node is not None:
             node.destroy_node()

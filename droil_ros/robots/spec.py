@@ -47,7 +47,7 @@ def quaternion_to_rpy(q_xyzw: np.ndarray) -> tuple[float, float, float]:
     """Roll, pitch, yaw (ZYX convention, as tf2) from a unit quaternion."""
     x, y, z, w = (float(v) for v in q_xyzw)
     roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
+    pitch = math.asin(float(np.clip(2.0 * (w * y - z * x), -1.0, 1.0)))  # NaN stays NaN
     yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
     return roll, pitch, yaw
 
