@@ -44,6 +44,7 @@ setup(
             "lqr_expert = droil_ros.nodes.lqr_expert:main",
             "demo_recorder = droil_ros.nodes.demo_recorder:main",
             "policy = droil_ros.nodes.policy:main",
+            "teleop = droil_ros.nodes.teleop:main",
         ],
     },
 )

@@ -1,9 +1,6 @@
 """sim_bridge and lqr_expert as real processes talking over DDS, observed by a probe node.
 
-Each module run uses its own ROS domain and localhost-only discovery, so parallel runs and
-other graphs on the machine do not interfere. Nodes are stopped by process group in teardown
-(SIGTERM must end them cleanly) and run under ``timeout -s KILL`` so that none outlives a killed
-pytest by more than two minutes.
+Domain, processes and teardown are rosgraph.py's: this module draws its ROS domain from 1..100.
 """
 
 import os
@@ -11,18 +8,14 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import defaultdict
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from rosgraph import ProbeNode, graph_fixtures, ros_env, stop
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -43,8 +36,7 @@ from droil_ros.robots import load_spec
 from droil_ros.sim.envs import make_env
 
 DOMAIN = random.randint(1, 100)
-ROS_ENV = {"ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "PYTHONUNBUFFERED": "1"}
+ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 THETA = SPEC.obs_names.index("theta")
 TOPICS = {"joint_states": (JointState, SENSOR_QOS), "imu/data": (Imu, SENSOR_QOS),
@@ -52,37 +44,13 @@ TOPICS = {"joint_states": (JointState, SENSOR_QOS), "imu/data": (Imu, SENSOR_QOS
           "effort_controller/commands": (Float64MultiArray, COMMAND_QOS)}
 
 
-class Probe:
-    """A node in its own context, spun in a thread, that records what the graph publishes."""
+class Probe(ProbeNode):
+    """Records what the graph publishes; publishes effort commands."""
 
-    def __init__(self):
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN)
-        self.node = rclpy.create_node("probe", context=self.context)
-        self.lock = threading.Lock()
-        self.messages = defaultdict(list)
-        for topic, (kind, qos) in TOPICS.items():
-            self.node.create_subscription(kind, topic, self._recorder(topic), qos)
+    def setup(self):
+        self.record(TOPICS)
         self.command_pub = self.node.create_publisher(Float64MultiArray, "effort_controller/commands",
                                                       COMMAND_QOS)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _recorder(self, topic):
-        def record(msg):
-            with self.lock:
-                self.messages[topic].append((time.monotonic(), msg))
-        return record
-
-    def received(self, topic, since: float = 0.0) -> list:
-        with self.lock:
-            return [m for t, m in self.messages[topic] if t >= since]
-
-    def sim_time(self) -> float:
-        clocks = self.received("/clock")
-        return clocks[-1].clock.sec + clocks[-1].clock.nanosec * 1e-9 if clocks else -1.0
 
     def fallen(self) -> bool | None:
         values = self.received("/sim_bridge/fallen")
@@ -97,76 +65,12 @@ class Probe:
         return np.array([SPEC.build_observation(readings_from_msgs(js, imus[_stamp(js)]))[THETA]
                          for js in self.received("joint_states", since) if _stamp(js) in imus])
 
-    def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return bool(predicate())
-
-    def result(self, future, timeout: float = 5.0):
-        assert self.wait_for(future.done, timeout), "no answer from the service"
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.thread.join(timeout=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
 
 def _stamp(msg) -> tuple[int, int]:
     return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_env():
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in ROS_ENV.items():
-            patch.setenv(key, value)
-        yield
-
-
-@pytest.fixture
-def probe():
-    p = Probe()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def launch(tmp_path):
-    """Start ``python -m droil_ros.nodes.<name> --ros-args -p k:=v ...``; kill all at teardown."""
-    procs = []
-
-    def start(name: str, **params) -> subprocess.Popen:
-        args = [f"{k}:={v}" for k, v in params.items()]
-        command = ["timeout", "-s", "KILL", "120", sys.executable, "-m", f"droil_ros.nodes.{name}",
-                   "--ros-args", *[a for arg in args for a in ("-p", arg)]]
-        log = open(tmp_path / f"{name}.log", "w")
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, **ROS_ENV))
-        proc.log_path = tmp_path / f"{name}.log"
-        procs.append((proc, log))
-        return proc
-
-    yield start
-    running = [proc for proc, _ in procs if proc.poll() is None]
-    codes = {proc.log_path.stem: stop(proc) for proc in running}
-    for _, log in procs:
-        log.close()
-    assert all(code == 0 for code in codes.values()), f"unclean exit on SIGTERM: {codes}"
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    """Signal the process group; SIGKILL it if it has not exited 3 s later."""
-    os.killpg(proc.pid, sig)
-    try:
-        return proc.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
+ros_graph, probe, launch = graph_fixtures(ROS_ENV, lambda: Probe(DOMAIN))
 
 
 def test_messages_carry_the_readings_the_spec_reads():
@@ -209,7 +113,7 @@ def test_falls_without_a_controller_and_reset_stands_it_up(launch, probe):
     client = probe.node.create_client(Trigger, "/sim_bridge/reset")
     assert client.wait_for_service(timeout_sec=5.0)
     asked = time.monotonic()
-    response = probe.result(client.call_async(Trigger.Request()))
+    response = probe.result(client.call_async(Trigger.Request()), 5.0)
     assert response.success and "episode 1" in response.message
     assert probe.wait_for(lambda: probe.fallen() is False, 2.0)
     assert probe.wait_for(lambda: np.any(np.abs(probe.tilts(asked)) < 0.25), 2.0), "not upright"
@@ -225,7 +129,7 @@ def test_perturbation_is_set_at_run_time_and_bad_values_are_rejected(launch, pro
 
     def set_perturbation(value: str):
         future = params.set_parameters([Parameter("perturbation", Parameter.Type.STRING, value)])
-        return probe.result(future).results[0]
+        return probe.result(future, 5.0).results[0]
 
     for bad, reason in [("mass=-1", "must be >= 0"), ("obs_noise=0.1", "obs_noise"),
                         ("mass@no_such_body=2", "no body named 'no_such_body'")]:

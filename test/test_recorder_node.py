@@ -2,24 +2,18 @@
 
 A bag recorded from the LQR must convert into transitions where each action is exactly what the
 LQR computes from the recorded observation and each s' is the next transition's s; a recorder
-killed with SIGKILL must leave a bag that reads up to its last flush. Each module run uses its
-own ROS domain with localhost-only discovery; processes run under ``timeout -s KILL``.
+killed with SIGKILL must leave a bag that reads up to its last flush. Domain, processes and
+teardown are rosgraph.py's: this module draws its ROS domain from 101..160.
 """
 
-import os
 import random
 import signal
 import subprocess
-import sys
-import threading
 import time
 
 import numpy as np
-import pytest
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rosbags.rosbag2 import Reader
+from rosgraph import ProbeNode, graph_fixtures, ros_env, stop
 from rosgraph_msgs.msg import Clock
 from std_srvs.srv import Trigger
 
@@ -29,105 +23,24 @@ from droil_ros.robots import load_spec
 from droil_ros.sim.lqr import LQRController
 
 DOMAIN = random.randint(101, 160)
-ROS_ENV = {"ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "PYTHONUNBUFFERED": "1"}
+ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 FLUSH = 0.2
+GRACE = 5.0  # s a node has to exit on SIGTERM
 TS = typestore()
 
 
-class Probe:
+class Probe(ProbeNode):
     """Watches /clock (sim time against the wall clock) and calls the recorder's services."""
 
-    def __init__(self):
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN)
-        self.node = rclpy.create_node("probe", context=self.context)
-        self.lock = threading.Lock()
-        self.clock: list[tuple[float, float]] = []  # (monotonic, sim seconds)
-        self.node.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+    def setup(self):
+        self.record({"/clock": (Clock, CLOCK_QOS)})
 
-    def _on_clock(self, msg: Clock) -> None:
-        with self.lock:
-            self.clock.append((time.monotonic(), msg.clock.sec + msg.clock.nanosec * 1e-9))
-
-    def sim_time(self, at: float | None = None) -> float:
-        """Latest sim time seen (by monotonic time ``at``); -1 before any."""
-        with self.lock:
-            seen = [s for t, s in self.clock if at is None or t <= at]
-        return seen[-1] if seen else -1.0
-
-    def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return bool(predicate())
-
-    def call(self, service: str) -> Trigger.Response:
-        client = self.node.create_client(Trigger, service)
-        assert client.wait_for_service(timeout_sec=10.0), f"no {service}"
-        future = client.call_async(Trigger.Request())
-        assert self.wait_for(future.done, 10.0), f"no answer from {service}"
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.thread.join(timeout=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+    def trigger(self, service: str) -> Trigger.Response:
+        return self.call(Trigger, service, Trigger.Request())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_env():
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in ROS_ENV.items():
-            patch.setenv(key, value)
-        yield
-
-
-@pytest.fixture
-def probe():
-    p = Probe()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def launch(tmp_path):
-    """Start ``python -m droil_ros.nodes.<name> --ros-args -p k:=v ...``; SIGTERM all at teardown."""
-    procs = []
-
-    def start(name: str, **params) -> subprocess.Popen:
-        args = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
-        log = open(tmp_path / f"{name}.log", "w")
-        proc = subprocess.Popen(
-            ["timeout", "-s", "KILL", "120", sys.executable, "-m", f"droil_ros.nodes.{name}",
-             "--ros-args", *args],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **ROS_ENV))
-        proc.log_path = tmp_path / f"{name}.log"
-        procs.append((proc, log))
-        return proc
-
-    yield start
-    codes = {proc.log_path.stem: stop(proc) for proc, _ in procs if proc.poll() is None}
-    for _, log in procs:
-        log.close()
-    assert all(code == 0 for code in codes.values()), f"unclean exit on SIGTERM: {codes}"
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    os.killpg(proc.pid, sig)
-    try:
-        return proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
+ros_graph, probe, launch = graph_fixtures(ROS_ENV, lambda: Probe(DOMAIN), GRACE)
 
 
 def logged(proc: subprocess.Popen, *texts: str) -> bool:
@@ -154,11 +67,11 @@ def start_demo(launch, probe, tmp_path) -> tuple[subprocess.Popen, float]:
 def test_recorded_lqr_demonstration_converts_exactly(launch, probe, tmp_path):
     recorder, recording = start_demo(launch, probe, tmp_path)
     assert probe.wait_for(lambda: probe.sim_time() >= recording + 3.0, 40.0), probe.sim_time()
-    response = probe.call("/demo_recorder/stop")
+    response = probe.trigger("/demo_recorder/stop")
     assert response.success, response.message
     path = response.message.removeprefix("stopped: ").rsplit(": ", 1)[0]
     assert path.startswith(str(tmp_path / "bags" / "demo_")) and path.endswith("Z")
-    assert not probe.call("/demo_recorder/stop").success  # not recording any more
+    assert not probe.trigger("/demo_recorder/stop").success  # not recording any more
 
     with Reader(path) as reader:  # a closed bag, as rosbags and ros2 bag expect it
         topics = reader.topics
@@ -182,12 +95,12 @@ def test_recorded_lqr_demonstration_converts_exactly(launch, probe, tmp_path):
     np.testing.assert_allclose(ds.actions, t.actions.astype(np.float32))
 
     # a second bag, closed by SIGTERM instead of ~/stop
-    response = probe.call("/demo_recorder/start")
+    response = probe.trigger("/demo_recorder/start")
     assert response.success and response.message != path
     second = response.message.removeprefix("recording to ")
-    assert "already recording" in probe.call("/demo_recorder/start").message
+    assert "already recording" in probe.trigger("/demo_recorder/start").message
     time.sleep(0.3)
-    assert stop(recorder) == 0
+    assert stop(recorder, grace=GRACE) == 0
     assert logged(recorder, f"stopped: {second}")
     with Reader(second) as reader:
         assert reader.message_count > 0

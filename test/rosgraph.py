@@ -1,0 +1,181 @@
+"""A ROS graph of real node processes for the tests, observed by a probe node over DDS.
+
+Each test module draws its ROS domain from a range of its own (so modules never share one) and
+uses localhost-only discovery, so parallel runs and other graphs on the machine do not interfere.
+Nodes run as ``python -m droil_ros.nodes.<name>`` in a session of their own under
+``timeout -s KILL`` (none outlives a killed pytest by more than two minutes) and are stopped by
+process group at teardown, where SIGTERM must end them cleanly.
+
+A module uses it as::
+
+    DOMAIN = random.randint(1, 100)
+    ROS_ENV = ros_env(DOMAIN)
+
+    class Probe(ProbeNode):
+        def setup(self): ...  # subscriptions, publishers, timers
+
+    ros_graph, probe, launch = graph_fixtures(ROS_ENV, lambda: Probe(DOMAIN))
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+
+NODE_TIMEOUT = 120  # s: ``timeout -s KILL`` around every node
+
+
+def ros_env(domain: int) -> dict[str, str]:
+    """The environment of a graph on ``domain`` with localhost-only discovery."""
+    return {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 3.0) -> int:
+    """Signal the process group; SIGKILL it if it has not exited ``grace`` s later."""
+    os.killpg(proc.pid, sig)
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+class Launcher:
+    """Start ``python -m droil_ros.nodes.<name> --ros-args -p k:=v ...`` with its output in
+    ``log_dir/<name>.log`` (``proc.log_path``); at close, SIGTERM those still running and assert
+    that each exited cleanly."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str], grace: float = 3.0):
+        self.log_dir, self.env, self.grace, self.procs = log_dir, env, grace, []
+
+    def __call__(self, name: str, **params) -> subprocess.Popen:
+        args = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
+        command = ["timeout", "-s", "KILL", str(NODE_TIMEOUT), sys.executable, "-m",
+                   f"droil_ros.nodes.{name}", "--ros-args", *args]
+        log = open(self.log_dir / f"{name}.log", "w")
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dict(os.environ, **self.env))
+        proc.log_path = self.log_dir / f"{name}.log"
+        self.procs.append((proc, log))
+        return proc
+
+    def close(self):
+        codes = {proc.log_path.stem: stop(proc, grace=self.grace)
+                 for proc, _ in self.procs if proc.poll() is None}
+        for _, log in self.procs:
+            log.close()
+        assert all(code == 0 for code in codes.values()), f"unclean exit on SIGTERM: {codes}"
+
+
+class ProbeNode:
+    """A node in its own context, spun in a thread, that calls services and (through ``record``)
+    keeps what the graph publishes. Subclasses create their subscriptions, publishers and timers
+    in ``setup``, which runs before the executor starts spinning."""
+
+    def __init__(self, domain: int, name: str = "probe"):
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.lock = threading.Lock()
+        self.clients = {}
+        self.messages = defaultdict(list)  # topic -> [(monotonic s, message)]
+        self.published = defaultdict(list)  # topic -> [source timestamp (s, system clock)]
+        self.setup()
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def setup(self) -> None:
+        """Create the subscriptions, publishers and timers of the probe."""
+
+    def record(self, topics: dict) -> None:
+        """Keep every message on ``topics`` ({topic: (type, qos)}) with when it arrived and
+        when its publisher sent it."""
+        for topic, (kind, qos) in topics.items():
+            self.node.create_subscription(kind, topic, self._recorder(topic), qos)
+
+    def _recorder(self, topic: str):
+        def record(msg, info):
+            with self.lock:
+                self.messages[topic].append((time.monotonic(), msg))
+                self.published[topic].append(info["source_timestamp"] * 1e-9)
+        return record
+
+    def timed(self, topic: str, since: float = 0.0) -> list:
+        """(monotonic arrival time, message) of each message received since ``since``."""
+        with self.lock:
+            return [(t, m) for t, m in self.messages[topic] if t >= since]
+
+    def received(self, topic: str, since: float = 0.0) -> list:
+        return [m for _, m in self.timed(topic, since)]
+
+    def sim_time(self, at: float | None = None) -> float:
+        """The latest /clock seen (by monotonic time ``at``) in seconds, -1 before any; the
+        probe must ``record`` /clock."""
+        clocks = [m for t, m in self.timed("/clock") if at is None or t <= at]
+        return clocks[-1].clock.sec + clocks[-1].clock.nanosec * 1e-9 if clocks else -1.0
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return bool(predicate())
+
+    def result(self, future, timeout: float = 10.0, source: str = "the service"):
+        assert self.wait_for(future.done, timeout), f"no answer from {source}"
+        return future.result()
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        """Call service ``name`` (one client per name) and return its response."""
+        if name not in self.clients:
+            self.clients[name] = self.node.create_client(srv_type, name)
+        client = self.clients[name]
+        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
+        return self.result(client.call_async(request), timeout, name)
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def graph_fixtures(env: dict[str, str], make_probe: Callable[[], ProbeNode], grace: float = 3.0):
+    """A test module's fixtures, to assign to module names (pytest finds them there):
+    ``ros_graph`` (module-scoped, autouse: ``env`` in os.environ), ``probe`` (a new probe for
+    each test) and ``launch`` (a Launcher for each test, logging to its tmp_path)."""
+
+    @pytest.fixture(scope="module", autouse=True, name="ros_graph")
+    def ros_graph():
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            yield
+
+    @pytest.fixture(name="probe")
+    def probe():
+        p = make_probe()
+        yield p
+        p.close()
+
+    @pytest.fixture(name="launch")
+    def launch(tmp_path):
+        launcher = Launcher(tmp_path, env, grace)
+        yield launcher
+        launcher.close()
+
+    return ros_graph, probe, launch
