@@ -382,7 +382,6 @@ def read_bag_transitions(bag_path: str | Path, robot: RobotSpec, task: str | Non
              _vector(m.angular_velocity), _vector(m.linear_acceleration))
             for order, m in decoded(imu_topic, IMU)]
     commands = []  # (order, action or None)
-    from_command = np.linalg.pinv(robot.action_gains)
     for order, m in decoded(command_topic, COMMAND):
         effort = np.asarray(m.data, np.float64)
         if effort.shape != (len(robot.actuators),) or not np.all(np.isfinite(effort)):
@@ -390,7 +389,7 @@ def read_bag_transitions(bag_path: str | Path, robot: RobotSpec, task: str | Non
                     f"(expected {len(robot.actuators)} finite efforts)"] += 1
             commands.append((order, None))  # still the answer to its state: that state is dropped
             continue
-        commands.append((order, from_command @ effort))
+        commands.append((order, robot.command_to_action(effort)))
     markers = sorted(order for order, m in decoded(marker_topic, MARKER) if not m.data) \
         if marker_topic else []
     for topic, items in ((joint_topic, joints), (imu_topic, imus), (command_topic, commands)):

@@ -79,8 +79,6 @@ class SimBridge(Node):
 
         self.sim = self.env.unwrapped
         self.frame_id = self.spec.imu["frame_id"]
-        # least-squares inverse of spec.action_to_command: efforts -> the action closest to them
-        self.from_command = np.linalg.pinv(self.spec.action_gains)
         self.step_ns = round(self.spec.control_dt * 1e9)
         self.steps = 0  # since start: /clock never runs backwards, not even on reset
         self.episode = -1
@@ -168,7 +166,7 @@ class SimBridge(Node):
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         try:
-            self.action = self.from_command @ effort_from_msg(msg, self.spec)
+            self.action = self.spec.command_to_action(effort_from_msg(msg, self.spec))
         except ValueError as exc:
             self.get_logger().warning(f"ignored command: {exc}", throttle_duration_sec=1.0)
             return

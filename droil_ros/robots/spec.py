@@ -165,6 +165,15 @@ class RobotSpec:
         """Clipped action -> one effort per actuator, in the order of ``actuators``."""
         return self.action_gains @ self.clip_action(action)
 
+    @cached_property
+    def _command_inverse(self) -> np.ndarray:
+        return np.linalg.pinv(self.action_gains)
+
+    def command_to_action(self, effort: np.ndarray) -> np.ndarray:
+        """Per-actuator efforts -> the action whose command comes closest (least squares), e.g.
+        the mean of the two wheel torques: how a simulator or a bag reads a command."""
+        return self._command_inverse @ np.asarray(effort, dtype=np.float64)
+
     def build_observation(self, readings: SensorReadings) -> np.ndarray:
         """Observation vector from sensor readings, joints looked up by name."""
         if not self.observation:
