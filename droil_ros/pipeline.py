@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def policy_paths(out: Path, n_seeds: int, seed: int) -> list[Path]:
 def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: str | Path,
                      robot: RobotSpec | None = None, steps: int | None = None, n_seeds: int = 1,
                      seed: int = 0, preset: str = "paper", overrides: dict | None = None,
-                     progress: bool = True, log: bool = True) -> TrainResult:
+                     progress: bool = True, log: bool = True,
+                     callback: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``algo`` on a dataset (several seeds batched) and export one ONNX file per seed."""
     if not isinstance(dataset, TransitionDataset):
         dataset = load_dataset(dataset)
@@ -46,7 +48,8 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
                            **(overrides or {}))
     log_path = out.with_suffix(".csv") if log else None
     started = time.perf_counter()
-    rows = learner.fit(steps, progress=progress, log_path=log_path, desc=f"train {algo}")
+    rows = learner.fit(steps, progress=progress, log_path=log_path, desc=f"train {algo}",
+                       callback=callback)
     seconds = time.perf_counter() - started
     paths = policy_paths(out, n_seeds, seed)
     for k, (module, path) in enumerate(zip(learner.export_modules(), paths, strict=True)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from itertools import pairwise
 from pathlib import Path
@@ -178,8 +179,9 @@ class Learner:
         raise NotImplementedError
 
     def fit(self, steps: int | None = None, progress: bool = True, log_path: str | Path | None = None,
-            desc: str | None = None) -> list[dict]:
-        """Train; log metrics (mean over seeds) every ``log_every`` steps, also to a CSV."""
+            desc: str | None = None, callback: Callable[[dict], None] | None = None) -> list[dict]:
+        """Train; every ``log_every`` steps (and at the end) log the metrics (mean over seeds) to
+        the returned rows, the CSV at ``log_path`` and ``callback`` (e.g. a progress topic)."""
         steps = self.config.steps if steps is None else steps
         rows: list[dict] = []
         started = time.perf_counter()
@@ -188,10 +190,10 @@ class Learner:
             handle = open(log_path, "w", newline="")
         try:
             bar = tqdm(range(steps), desc=desc or self.name, disable=not progress, leave=False)
-            for _ in bar:
+            for i in bar:
                 metrics = self.update()
                 self.step += 1
-                if self.step % self.config.log_every == 0 or self.step == steps:
+                if self.step % self.config.log_every == 0 or i == steps - 1:
                     row = {"step": self.step, "seconds": round(time.perf_counter() - started, 3),
                            **{k: float(v) for k, v in metrics.items()}}
                     rows.append(row)
@@ -201,10 +203,11 @@ class Learner:
                             writer = csv.DictWriter(handle, fieldnames=list(row))
                             writer.writeheader()
                         writer.writerow(row)
+                    if callback is not None:
+                        callback(row)
         finally:
             if handle is not None:
                 handle.close()
-        self.train_seconds = time.perf_counter() - started
         return rows
 
     def export_modules(self) -> list[ExportPolicy]:
