@@ -157,6 +157,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bringup(args) -> int:
+    from droil_ros.bringup import command, load_bringup, supervise
+
+    nodes = load_bringup(args.name, args.overrides)
+    if args.dry_run:
+        for node in nodes:
+            print(("" if node.enabled else "# disabled: ") + " ".join(command(node)))
+        return 0
+    return supervise(nodes, log=lambda line: print(f"droil bringup: {line}", flush=True))
+
+
 def cmd_bench(args) -> int:
     if args.name == "lqr":
         from droil_ros.bench import lqr
@@ -249,6 +260,13 @@ def build_parser() -> Parser:
     ev.add_argument("--json", default=None)
     ev.add_argument("--plot", default=None, help="PNG of return against magnitude")
     ev.set_defaults(func=cmd_eval)
+
+    bringup = sub.add_parser("bringup", help="start the nodes of config/bringup/NAME.yaml, supervised")
+    bringup.add_argument("name", help="sim | robot | record | train, or a bringup YAML path")
+    bringup.add_argument("overrides", nargs="*", metavar="NODE.PARAM:=VALUE",
+                         help="e.g. sim_bridge.mode:=lockstep policy.enabled:=true")
+    bringup.add_argument("--dry-run", action="store_true", help="print the commands only")
+    bringup.set_defaults(func=cmd_bringup)
 
     bench = sub.add_parser("bench", help="benchmarks; results under docs/results/")
     bench.add_argument("name", choices=["lqr", "robustness", "training-speed", "tune"])

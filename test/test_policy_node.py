@@ -39,7 +39,7 @@ from droil_ros.policy import OnnxPolicy, export_onnx
 from droil_ros.robots import load_spec
 from droil_ros.sim.envs import make_env
 
-DOMAIN = random.randint(161, 200)  # test_nodes_sim.py: 1..100, test_recorder_node.py: 101..160
+DOMAIN = random.randint(41, 60)
 ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 THETA = SPEC.obs_names.index("theta")

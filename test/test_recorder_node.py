@@ -22,7 +22,7 @@ from droil_ros.nodes.common import CLOCK_QOS
 from droil_ros.robots import load_spec
 from droil_ros.sim.lqr import LQRController
 
-DOMAIN = random.randint(101, 160)
+DOMAIN = random.randint(21, 40)
 ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 FLUSH = 0.2

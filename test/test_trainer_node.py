@@ -14,7 +14,7 @@ from droil_ros.nodes.common import LATCHED_QOS
 from droil_ros.policy import OnnxPolicy
 from droil_ros.robots import load_spec
 
-DOMAIN = random.randint(231, 250)
+DOMAIN = random.randint(71, 80)
 ROS_ENV = ros_env(DOMAIN)
 
 

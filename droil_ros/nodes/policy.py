@@ -175,8 +175,19 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
         self.create_subscription(String, "/droil/policy_updates", self._on_policy_update, 10)
         self.create_timer(diagnostics_period, self._publish_diagnostics, clock=self.steady)
+        autostart = declare("autostart", False, describe(
+            "configure and activate at start (bringup without a lifecycle manager)",
+            read_only=True)).value
+        if autostart:
+            self.autostart_timer = self.create_timer(0.0, self._autostart, clock=self.steady)
         self.get_logger().info(f"{self.spec.id}: {self.rate:g} Hz, max_obs_age {self.max_obs_age:g} s; "
-                               f"unconfigured (configure and activate through ~/change_state)")
+                               + ("configuring and activating" if autostart else
+                                  "unconfigured (configure and activate through ~/change_state)"))
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self.autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
 
     # lifecycle ------------------------------------------------------------------------------
 

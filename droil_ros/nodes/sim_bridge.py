@@ -69,6 +69,9 @@ class SimBridge(Node):
             read_only=True)).value
         if not lockstep_timeout > 0:
             raise DroilError(f"lockstep_timeout must be positive, got {lockstep_timeout}")
+        self.hold = declare("hold_until_command", True, describe(
+            "realtime: do not step until the first valid command, as a robot held on its stand while "
+            "its controller starts (lockstep always waits for commands)", read_only=True)).value
         perturbation = declare("perturbation", "", describe(
             "dynamics perturbation, e.g. 'mass=1.5,friction=0.3' (empty: nominal); settable at "
             "run time")).value
@@ -84,7 +87,7 @@ class SimBridge(Node):
         self.episode = -1
         self.fallen = False
         self.missed = 0
-        self.started = False  # lockstep: the first command starts the simulated clock
+        self.started = False  # the first command starts the simulated clock (see hold_until_command)
         self.action = np.zeros(self.spec.act_dim)  # of the last valid command (zero-order hold)
 
         self.imu_pub = self.create_publisher(Imu, "imu/data", SENSOR_QOS)
@@ -96,7 +99,7 @@ class SimBridge(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.mode == "realtime":
-            self.create_timer(self.spec.control_dt, self._advance, clock=steady)
+            self.create_timer(self.spec.control_dt, self._on_tick, clock=steady)
         else:
             self.timeout_timer = self.create_timer(lockstep_timeout, self._on_lockstep_timeout,
                                                    clock=steady)
@@ -154,6 +157,13 @@ class SimBridge(Node):
         if self.mode == "lockstep":
             self.timeout_timer.reset()
 
+    def _on_tick(self) -> None:
+        """Realtime timer: step, or only offer the state while held."""
+        if self.started or not self.hold:
+            self._advance()
+        else:
+            self._publish_state()
+
     def _advance(self) -> None:
         """One control period with the held command, then the state it reached."""
         _, _, terminated, _, _ = self.env.step(self.action)
@@ -170,8 +180,8 @@ class SimBridge(Node):
         except ValueError as exc:
             self.get_logger().warning(f"ignored command: {exc}", throttle_duration_sec=1.0)
             return
+        self.started = True
         if self.mode == "lockstep":
-            self.started = True
             self._advance()
 
     def _on_lockstep_timeout(self) -> None:

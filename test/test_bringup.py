@@ -1,0 +1,100 @@
+"""Bringup: the YAML files, `droil bringup` as a real supervisor over DDS, the launch files."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import pytest
+from rosgraph import ProbeNode, ros_env
+from sensor_msgs.msg import Imu, JointState
+
+from droil_ros.bringup import EXECUTABLES, load_bringup
+from droil_ros.errors import DroilError
+from droil_ros.nodes.common import SENSOR_QOS, readings_from_msgs
+from droil_ros.resources import data_path
+from droil_ros.robots import load_spec
+
+DOMAIN = random.randint(81, 101)
+SPEC = load_spec("wheel_legged")
+BRINGUPS = sorted(p.stem for p in data_path("config", "bringup").glob("*.yaml"))
+
+
+def test_every_bringup_names_known_nodes_with_a_launch_file():
+    assert set(BRINGUPS) == {"sim", "robot", "record", "train"}
+    for name in BRINGUPS:
+        assert all(n.executable in EXECUTABLES for n in load_bringup(name))
+        assert data_path("launch", f"{name}.launch.py").is_file()
+
+
+def test_overrides_and_their_errors():
+    nodes = {n.executable: n for n in load_bringup(
+        "sim", ["policy.enabled:=true", "lqr_expert.enabled:=false", "sim_bridge.mode:=lockstep"])}
+    assert nodes["policy"].enabled and not nodes["lqr_expert"].enabled
+    assert "mode:=lockstep" in nodes["sim_bridge"].ros_args()
+    with pytest.raises(DroilError, match="no node 'teleop' in sim"):
+        load_bringup("sim", ["teleop.source:=joy"])
+    with pytest.raises(DroilError, match="unknown bringup 'moon'"):
+        load_bringup("moon")
+
+
+def test_launch_files_build_launch_descriptions():
+    pytest.importorskip("launch_ros", reason="launch/launch_ros are not installable from PyPI; "
+                                             "this runs where a ROS 2 distro is sourced")
+    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+
+    for name in BRINGUPS:
+        description = get_launch_description_from_python_launch_file(
+            str(data_path("launch", f"{name}.launch.py")))
+        assert len(description.entities) == sum(n.enabled for n in load_bringup(name))
+
+
+class Probe(ProbeNode):
+    def setup(self):
+        self.record({"joint_states": (JointState, SENSOR_QOS), "imu/data": (Imu, SENSOR_QOS)})
+
+    def tilt(self) -> float | None:
+        joints, imus = self.received("joint_states"), self.received("imu/data")
+        if not joints or not imus:
+            return None
+        return SPEC.build_observation(readings_from_msgs(joints[-1], imus[-1]))[0]
+
+
+def started_pids(log_text: str) -> list[int]:
+    return [int(line.split("(pid ")[1].rstrip(")")) for line in log_text.splitlines() if "(pid " in line]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_droil_bringup_sim_balances_and_stops_every_node(tmp_path):
+    log_path = tmp_path / "bringup.log"
+    with open(log_path, "w") as log:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "droil_ros.cli", "bringup", "sim", "sim_bridge.initial_tilt:=0.1"],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **ros_env(DOMAIN)))
+        probe = Probe(DOMAIN)
+        try:
+            assert probe.wait_for(lambda: probe.tilt() is not None, 40.0), log_path.read_text()
+            seen = len(probe.received("joint_states"))
+            assert probe.wait_for(lambda: len(probe.received("joint_states")) > seen + 400, 30.0)
+            assert abs(probe.tilt()) < 0.05  # the LQR caught the initial 0.1 rad and holds it
+            supervisor.send_signal(signal.SIGTERM)
+            assert supervisor.wait(timeout=30) == 0, log_path.read_text()
+        finally:
+            probe.close()
+            if supervisor.poll() is None:
+                supervisor.kill()
+            for pid in started_pids(log_path.read_text()):
+                if alive(pid):
+                    os.killpg(pid, signal.SIGKILL)
+    text = log_path.read_text()
+    pids = started_pids(text)
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids), text
+    assert "stopped: sim_bridge 0, lqr_expert 0" in text, text
