@@ -190,7 +190,9 @@ def cmd_bench(args) -> int:
         from droil_ros.bench import robustness
 
         robustness.run(args.robot, Path(args.out), quick=args.quick, n_seeds=args.seeds,
-                       seed=args.seed, steps=args.steps, episodes=args.episodes, workers=args.workers)
+                       seed=args.seed, steps=args.steps, episodes=args.episodes, workers=args.workers,
+                       learners=tuple(args.learner or robustness.LEARNERS),
+                       overrides=parse_overrides(args.set))
         return 0
     raise DroilError(f"unknown benchmark '{args.name}'")
 
@@ -278,6 +280,10 @@ def build_parser() -> Parser:
     bench.add_argument("--steps", type=positive_int, default=None, help="training steps")
     bench.add_argument("--workers", type=positive_int, default=2, help="evaluation processes")
     bench.add_argument("--out", default="docs/results")
+    bench.add_argument("--learner", action="append", default=[],
+                       help="robustness: learners to run (default: all); repeat")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="robustness: be_droil config override, e.g. --set k_dual=5")
     bench.add_argument("--threads", type=positive_int, default=2,
                        help="torch threads for training (evaluation workers use 1 each)")
     bench.set_defaults(func=cmd_bench)

@@ -66,7 +66,8 @@ def aggregate(result: dict, learners: list[str], seeds: list[int]) -> dict:
 
 def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: int = 0,
         steps: int | None = None, episodes: int | None = None, workers: int = 2,
-        learners: tuple[str, ...] = LEARNERS) -> dict:
+        learners: tuple[str, ...] = LEARNERS, overrides: dict | None = None) -> dict:
+    """``overrides`` apply to the be_droil learners (a configuration chosen by ``bench tune``)."""
     started = time.time()
     tag = f"robustness_{robot}" + ("_quick" if quick else "")
     work = out_dir / tag
@@ -80,7 +81,8 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
     training, policies = {}, {}
     for learner in learners:
         result = train_and_export(learner, dataset, work / f"{learner}.onnx", robot=spec,
-                                  steps=steps, n_seeds=n_seeds, seed=seed)
+                                  steps=steps, n_seeds=n_seeds, seed=seed,
+                                  overrides=overrides if learner.startswith("be_droil") else None)
         training[learner] = {"steps": result.steps, "seconds": result.seconds,
                              "steps_per_second": result.steps_per_second, "final": result.final}
         for k, path in enumerate(result.policies):
@@ -105,7 +107,10 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
                             for k, v in training.items()])
     seconds = time.time() - started
     command = (f"droil bench robustness --robot {robot}" + (" --quick" if quick else "")
-               + f" --steps {steps} --episodes {episodes} --seeds {n_seeds}")
+               + f" --steps {steps} --episodes {episodes} --seeds {n_seeds}"
+               + "".join(f" --learner {k}" for k in learners if tuple(learners) != LEARNERS)
+               + "".join(f" --set {k}={v}" for k, v in (overrides or {}).items())
+               + f" --out {out_dir}")
     markdown = (f"# Robustness on `{robot}`{' (quick)' if quick else ''}\n\n"
                 f"Expert data: {len(dataset)} transitions ({dataset.n_episodes} episodes). "
                 f"Learners trained {steps} steps, batch 256, seeds {seeds} (batched), preset `paper`. "

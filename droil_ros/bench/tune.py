@@ -59,7 +59,7 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
                 f"magnitude (seeds 2000..), {steps} training steps, {n_seeds} seeds. Cell: grid "
                 f"average return, mean ± std over training seeds. Wall time "
                 f"{(time.time() - started) / 60:.1f} min. Reproduce: `droil bench tune --robot {robot}"
-                f"{' --quick' if quick else ''}`\n\n"
+                f"{' --quick' if quick else ''} --steps {steps} --episodes {episodes}`\n\n"
                 + markdown_table(["configuration", "grid average (tuning perturbations)"], rows))
     payload = {"robot": robot, "steps": steps, "episodes": episodes, "results": raw,
                "machine": machine_info()}
