@@ -6,21 +6,13 @@ The baseline of every seed paper. Loss: mean_i ||pi(s_i) - a_i||^2, actions norm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from droil_ros.algos.common import Learner, LearnerConfig
-
-
-@dataclass
-class BCConfig(LearnerConfig):
-    PRESETS = {"fast": dict(steps=300, hidden=(64, 64), log_every=50), "paper": {}}
+from droil_ros.algos.common import Learner
 
 
 class BC(Learner):
     name = "bc"
-    Config = BCConfig
 
     def update(self) -> dict[str, torch.Tensor]:
         losses = self.bc_losses(self.sample(self.policy_batches, self.config.batch_size))

@@ -28,8 +28,6 @@ class DRBCConfig(LearnerConfig):
     rho: float = 0.2
     faithful: bool = False
 
-    PRESETS = {"fast": dict(steps=300, hidden=(64, 64), log_every=50), "paper": {}}
-
 
 def optimal_eta(losses: torch.Tensor, rho: float) -> torch.Tensor:
     """Smallest minimiser of g per member; ``losses`` has shape (members, batch)."""
