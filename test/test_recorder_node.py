@@ -65,7 +65,6 @@ def start_demo(launch, probe, tmp_path) -> tuple[subprocess.Popen, float]:
     return recorder, probe.sim_time()
 
 
-@pytest.mark.slow  # flaky on a loaded machine: the bag can miss commands (see the session note)
 def test_recorded_lqr_demonstration_converts_exactly(launch, probe, tmp_path):
     recorder, recording = start_demo(launch, probe, tmp_path)
     assert probe.wait_for(lambda: probe.sim_time() >= recording + 3.0, 40.0), probe.sim_time()

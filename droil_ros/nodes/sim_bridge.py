@@ -25,7 +25,7 @@ from std_srvs.srv import Trigger
 from droil_ros.errors import DroilError, PerturbationError
 from droil_ros.nodes.common import (
     CLOCK_QOS,
-    COMMAND_QOS,
+    COMMAND_HOLD_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
     declare_robot,
@@ -95,7 +95,7 @@ class SimBridge(Node):
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
         self.fallen_pub = self.create_publisher(Bool, "~/fallen", LATCHED_QOS)
         self.create_subscription(Float64MultiArray, "effort_controller/commands", self._on_command,
-                                 COMMAND_QOS)
+                                 COMMAND_HOLD_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.mode == "realtime":
