@@ -84,10 +84,61 @@ def command(node: BringupNode) -> list[str]:
     return [sys.executable, "-m", f"droil_ros.nodes.{node.executable}", *node.ros_args()]
 
 
+class NodeGroup:
+    """Node processes, each in a session of its own (a terminal's Ctrl-C reaches only us), all
+    stopped on ``close``: SIGTERM, then SIGKILL after ``GRACE``. Output goes to
+    ``log_dir/<executable>.log`` when a folder is given."""
+
+    def __init__(self, log_dir: Path | None = None):
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, node: BringupNode) -> subprocess.Popen:
+        output = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.log_dir / f"{node.executable}.log", "a")
+        try:
+            proc = subprocess.Popen(command(node), start_new_session=True, stdout=output,
+                                    stderr=subprocess.STDOUT if output else None)
+        finally:
+            if output is not None:
+                output.close()
+        self.procs[node.executable] = proc
+        return proc
+
+    def exited(self) -> str:
+        """The name of a node that has exited, or ''."""
+        return next((name for name, p in self.procs.items() if p.poll() is not None), "")
+
+    def stop(self, *names: str) -> dict[str, int]:
+        """Stop the named nodes (all when none is named); their exit codes."""
+        procs = {n: p for n, p in self.procs.items() if not names or n in names}
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE
+        for p in procs.values():
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for name in procs:
+            del self.procs[name]
+        return {name: p.returncode for name, p in procs.items()}
+
+    close = stop
+
+    def __enter__(self) -> NodeGroup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def supervise(nodes: list[BringupNode], log=print) -> int:
     """Run the enabled nodes until interrupted or until one exits; 0 if all ended cleanly."""
-    enabled = [n for n in nodes if n.enabled]
-    procs: dict[str, subprocess.Popen] = {}
     stopping = False
 
     def interrupt(signum, frame):
@@ -95,37 +146,22 @@ def supervise(nodes: list[BringupNode], log=print) -> int:
         stopping = True
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for node in enabled:
-            procs[node.executable] = subprocess.Popen(command(node), start_new_session=True)
-            log(f"started {node.executable} (pid {procs[node.executable].pid})")
-        failed = ""
-        while not stopping and not failed:
-            time.sleep(0.1)
-            failed = next((name for name, p in procs.items() if p.poll() is not None), "")
-        if failed:
-            log(f"{failed} exited with code {procs[failed].returncode}: stopping the others")
-        codes = _stop_all(procs)
-        log("stopped: " + ", ".join(f"{name} {code}" for name, code in codes.items()))
-        return 0 if not failed and all(c == 0 for c in codes.values()) else 1
-    finally:
-        _stop_all(procs)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _stop_all(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
-    for p in procs.values():
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE
-    for p in procs.values():
+    with NodeGroup() as group:
         try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    return {name: p.returncode for name, p in procs.items()}
+            for node in (n for n in nodes if n.enabled):
+                log(f"started {node.executable} (pid {group.start(node).pid})")
+            failed = ""
+            while not stopping and not failed:
+                time.sleep(0.1)
+                failed = group.exited()
+            if failed:
+                log(f"{failed} exited with code {group.procs[failed].returncode}: stopping the others")
+            codes = group.stop()
+            log("stopped: " + ", ".join(f"{name} {code}" for name, code in codes.items()))
+            return 0 if not failed and all(c == 0 for c in codes.values()) else 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def launch_description(name: str, overrides: list[str] = ()):

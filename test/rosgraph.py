@@ -3,8 +3,8 @@
 Each test module draws its ROS domain from a range of its own within 1..101 (so modules never
 share one; Fast DDS refuses ids above 232 and ids above 101 can collide with Linux's ephemeral
 ports): test_nodes_sim 1-20, test_recorder_node 21-40, test_policy_node 41-60, test_teleop_node
-61-70, test_trainer_node 71-80, test_bringup 81-101. It
-uses localhost-only discovery, so parallel runs and other graphs on the machine do not interfere.
+61-70, test_trainer_node 71-80, test_bringup 81-90, test_demo 91-95, test_bench_realtime 96-101.
+It uses localhost-only discovery, so parallel runs and other graphs on the machine do not interfere.
 Nodes run as ``python -m droil_ros.nodes.<name>`` in a session of their own under
 ``timeout -s KILL`` (none outlives a killed pytest by more than two minutes) and are stopped by
 process group at teardown, where SIGTERM must end them cleanly.
@@ -24,16 +24,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
+
+from droil_ros.nodes.graph import GraphClient
 
 NODE_TIMEOUT = 120  # s: ``timeout -s KILL`` around every node
 
@@ -81,27 +79,15 @@ class Launcher:
         assert all(code == 0 for code in codes.values()), f"unclean exit on SIGTERM: {codes}"
 
 
-class ProbeNode:
-    """A node in its own context, spun in a thread, that calls services and (through ``record``)
-    keeps what the graph publishes. Subclasses create their subscriptions, publishers and timers
-    in ``setup``, which runs before the executor starts spinning."""
+class ProbeNode(GraphClient):
+    """A client node (service calls, parameters: droil_ros.nodes.graph) that also keeps, through
+    ``record``, what the graph publishes. Subclasses create their subscriptions, publishers and
+    timers in ``setup``, which runs before the executor starts spinning."""
 
     def __init__(self, domain: int, name: str = "probe"):
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.lock = threading.Lock()
-        self.clients = {}
         self.messages = defaultdict(list)  # topic -> [(monotonic s, message)]
         self.published = defaultdict(list)  # topic -> [source timestamp (s, system clock)]
-        self.setup()
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def setup(self) -> None:
-        """Create the subscriptions, publishers and timers of the probe."""
+        super().__init__(domain, name)
 
     def record(self, topics: dict) -> None:
         """Keep every message on ``topics`` ({topic: (type, qos)}) with when it arrived and
@@ -129,32 +115,6 @@ class ProbeNode:
         probe must ``record`` /clock."""
         clocks = [m for t, m in self.timed("/clock") if at is None or t <= at]
         return clocks[-1].clock.sec + clocks[-1].clock.nanosec * 1e-9 if clocks else -1.0
-
-    def wait_for(self, predicate: Callable[[], object], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return bool(predicate())
-
-    def result(self, future, timeout: float = 10.0, source: str = "the service"):
-        assert self.wait_for(future.done, timeout), f"no answer from {source}"
-        return future.result()
-
-    def call(self, srv_type, name: str, request, timeout: float = 10.0):
-        """Call service ``name`` (one client per name) and return its response."""
-        if name not in self.clients:
-            self.clients[name] = self.node.create_client(srv_type, name)
-        client = self.clients[name]
-        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
-        return self.result(client.call_async(request), timeout, name)
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.thread.join(timeout=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
 
 def graph_fixtures(env: dict[str, str], make_probe: Callable[[], ProbeNode], grace: float = 3.0):

@@ -16,7 +16,7 @@ from droil_ros.nodes.common import SENSOR_QOS, readings_from_msgs
 from droil_ros.resources import data_path
 from droil_ros.robots import load_spec
 
-DOMAIN = random.randint(81, 101)
+DOMAIN = random.randint(81, 90)
 SPEC = load_spec("wheel_legged")
 BRINGUPS = sorted(p.stem for p in data_path("config", "bringup").glob("*.yaml"))
 

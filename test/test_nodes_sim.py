@@ -151,6 +151,30 @@ def test_lqr_survives_the_sim_and_stops_commanding(launch, probe):
     assert np.all(np.isfinite(probe.commands()))
 
 
+def test_lockstep_keeps_one_state_in_flight_across_resets_and_pauses(launch, probe):
+    launch("sim_bridge", mode="lockstep", initial_tilt=0.1, lockstep_timeout=5.0)
+    launch("lqr_expert")
+    assert probe.wait_for(lambda: probe.sim_time() > 0.2, 20.0), "lockstep never started"
+    for _ in range(5):  # resets while a state waits for its answer
+        assert probe.call(Trigger, "/sim_bridge/reset", Trigger.Request()).success
+        time.sleep(0.05)
+    assert probe.set_parameter("sim_bridge", "paused", True) == (True, "")
+    time.sleep(0.5)  # what was in flight arrives
+    paused_at = probe.sim_time()
+    time.sleep(0.5)
+    assert probe.sim_time() == paused_at  # paused: not a step
+    assert probe.call(Trigger, "/sim_bridge/reset", Trigger.Request()).success  # paused: waits
+    assert probe.set_parameter("sim_bridge", "paused", False) == (True, "")
+    assert probe.wait_for(lambda: probe.sim_time() > paused_at + 0.2, 20.0), "not resumed"
+    # each state waited for a command (in send order, no two states without one between them,
+    # once the LQR answers): two states in flight would give "sscc" after a reset
+    with probe.lock:
+        sent = sorted([(t, "s") for t in probe.published["joint_states"]]
+                      + [(t, "c") for t in probe.published["effort_controller/commands"]])
+    kinds = "".join(kind for _, kind in sent)
+    assert kinds.count("s") > 100 and "ss" not in kinds[kinds.index("c"):], kinds
+
+
 @pytest.mark.parametrize("robot, message", [("hopper", "observes through Gymnasium"),
                                             ("no_such_robot", "unknown robot 'no_such_robot'")])
 def test_unsupported_robot_is_one_line_and_exit_2(robot, message):

@@ -18,8 +18,6 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph import Launcher, ProbeNode, graph_fixtures, ros_env, stop
 from sensor_msgs.msg import Imu, JointState
@@ -170,20 +168,11 @@ class Probe(ProbeNode):
     def lifecycle_state(self) -> int:
         return self.call(GetState, "/policy/get_state", GetState.Request()).current_state.id
 
-    def parameters(self) -> AsyncParameterClient:
-        if "parameters" not in self.clients:
-            self.clients["parameters"] = AsyncParameterClient(self.node, "policy")
-            assert self.clients["parameters"].wait_for_services(timeout_sec=10.0)
-        return self.clients["parameters"]
-
     def set_policy_path(self, path) -> tuple[bool, str]:
-        parameter = Parameter("policy_path", Parameter.Type.STRING, str(path))
-        future = self.parameters().set_parameters([parameter])
-        result = self.result(future, source="policy").results[0]
-        return result.successful, result.reason
+        return self.set_parameter("policy", "policy_path", str(path))
 
     def policy_path(self) -> str:
-        future = self.parameters().get_parameters(["policy_path"])
+        future = self.parameters("policy").get_parameters(["policy_path"])
         return self.result(future, source="policy").values[0].string_value
 
 

@@ -12,7 +12,6 @@ import subprocess
 import time
 
 import numpy as np
-import pytest
 from rosbags.rosbag2 import Reader
 from rosgraph import ProbeNode, graph_fixtures, ros_env, stop
 from rosgraph_msgs.msg import Clock

@@ -34,11 +34,11 @@ SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=Histo
                         depth=5)
 # Commands: RELIABLE because ros2_control's effort controller subscribes reliably (a best-effort
 # publisher would not match it) and lockstep must not lose the answer to a state. Publishers keep
-# 10 (a reliable writer that keeps only the last sample replaces it before a slow subscriber,
-# such as the recorder, acknowledged it: that subscriber loses commands); the actuator side
+# 100: a reliable writer drops samples beyond its history even when a slow subscriber (a
+# recorder on a loaded machine) has not acknowledged them, which then loses them. The actuator side
 # subscribes with depth 1 (COMMAND_HOLD_QOS), so no queue of stale commands builds up there.
 COMMAND_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
-                         depth=10)
+                         depth=100)
 COMMAND_HOLD_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                               depth=1)
 # Latched state (e.g. ``~/fallen``): a late subscriber gets the current value.

@@ -54,7 +54,7 @@ KNOWN = {  # name: (type, reliable, transient local), as their usual publishers 
     "droil/policy_updates": ("std_msgs/msg/String", False, False),
     "sim_bridge/fallen": ("std_msgs/msg/Bool", True, True),
 }
-DEPTH = 500  # the subscription queue absorbs a stalled executor without losing messages
+DEPTH = 5000  # the subscription queue absorbs a recorder lagging by seconds without losing messages
 DISCOVERY_PERIOD = 0.25
 
 

@@ -3,7 +3,8 @@
 The core environment does the physics; this node only converts messages and decides when to
 step: ``realtime`` steps on a wall-clock timer with the latest command (zero-order hold, like
 hardware); ``lockstep`` publishes a state, waits for the command that answers it, then steps
-(deterministic and faster than real time). ``/clock`` carries the simulated time, monotonic
+(deterministic and faster than real time; exactly one state is ever waiting for its answer,
+also across ``~/reset``). ``paused`` stops both. ``/clock`` carries the simulated time, monotonic
 across resets.
 """
 
@@ -72,6 +73,9 @@ class SimBridge(Node):
         self.hold = declare("hold_until_command", True, describe(
             "realtime: do not step until the first valid command, as a robot held on its stand while "
             "its controller starts (lockstep always waits for commands)", read_only=True)).value
+        self.paused = declare("paused", False, describe(
+            "stop stepping and publishing (commands are still held); settable at run time, e.g. "
+            "to let a recorder catch up; lockstep offers the state again when resumed")).value
         perturbation = declare("perturbation", "", describe(
             "dynamics perturbation, e.g. 'mass=1.5,friction=0.3' (empty: nominal); settable at "
             "run time")).value
@@ -88,6 +92,9 @@ class SimBridge(Node):
         self.fallen = False
         self.missed = 0
         self.started = False  # the first command starts the simulated clock (see hold_until_command)
+        self.awaiting = False  # lockstep: a published state waits for its command
+        self.stale_answer = False  # lockstep: the awaited command answers a state before a reset
+        self.resume_with = None  # lockstep: what to do on resume for a command that came while paused
         self.action = np.zeros(self.spec.act_dim)  # of the last valid command (zero-order hold)
 
         self.imu_pub = self.create_publisher(Imu, "imu/data", SENSOR_QOS)
@@ -130,16 +137,23 @@ class SimBridge(Node):
                 except PerturbationError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
                 self.get_logger().info(f"perturbation: {self.env.perturbation}")
+            elif p.name == "paused" and p.value != self.paused:
+                self.paused = p.value
+                self.get_logger().info("paused" if self.paused else "resumed")
+                if not self.paused and self.resume_with is not None:
+                    resume, self.resume_with = self.resume_with, None
+                    resume()
         return SetParametersResult(successful=True)
 
-    def _start_episode(self) -> float:
+    def _start_episode(self, publish: bool = True) -> float:
         self.episode += 1
         tilt = self.get_parameter("initial_tilt").value
         options = {"tilt": None if math.isnan(tilt) else tilt}
         _, info = self.env.reset(seed=self.seed + self.episode, options=options)
         self.action = np.zeros_like(self.action)  # no command survives an episode change
         self._set_fallen(False)
-        self._publish_state()
+        if publish:
+            self._publish_state()
         return info["tilt0"]
 
     def _set_fallen(self, fallen: bool) -> None:
@@ -155,10 +169,13 @@ class SimBridge(Node):
         if self.publish_clock:
             self.clock_pub.publish(ClockMsg(clock=stamp))
         if self.mode == "lockstep":
+            self.awaiting = True
             self.timeout_timer.reset()
 
     def _on_tick(self) -> None:
         """Realtime timer: step, or only offer the state while held."""
+        if self.paused:
+            return
         if self.started or not self.hold:
             self._advance()
         else:
@@ -176,16 +193,35 @@ class SimBridge(Node):
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         try:
-            self.action = self.spec.command_to_action(effort_from_msg(msg, self.spec))
+            action = self.spec.command_to_action(effort_from_msg(msg, self.spec))
         except ValueError as exc:
             self.get_logger().warning(f"ignored command: {exc}", throttle_duration_sec=1.0)
             return
         self.started = True
-        if self.mode == "lockstep":
-            self._advance()
+        if self.mode == "realtime":
+            self.action = action
+            return
+        # lockstep: one state in flight at a time, and its answer steps the simulation; a command
+        # that answers nothing (e.g. a controller's watchdog while paused) is not held either
+        if not self.awaiting:
+            return
+        self.awaiting = False
+        if self.stale_answer:  # it answers the state before a reset: offer the new one instead
+            self.stale_answer = False
+            then = self._publish_state
+        else:
+            self.action = action
+            then = self._advance
+        if self.paused:
+            self.resume_with = then
+        else:
+            then()
 
     def _on_lockstep_timeout(self) -> None:
-        if not self.started:
+        if self.paused or not self.awaiting:
+            return
+        if not self.started or self.stale_answer:
+            self.stale_answer = False
             self._publish_state()  # nobody answered yet (discovery): offer the state again
             return
         self.missed += 1
@@ -194,7 +230,14 @@ class SimBridge(Node):
         self._advance()
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        tilt0 = self._start_episode()
+        """In lockstep the new state waits while the last one is still unanswered (its answer is
+        then dropped), so that one state only is ever in flight; paused, it waits for resume."""
+        lockstep = self.mode == "lockstep"
+        tilt0 = self._start_episode(publish=not (lockstep and (self.awaiting or self.paused)))
+        if lockstep and self.awaiting:
+            self.stale_answer = True
+        elif lockstep and self.paused:
+            self.resume_with = self._publish_state
         response.success = True
         response.message = f"episode {self.episode}, initial tilt {tilt0:.3f} rad"
         self.get_logger().info(response.message)

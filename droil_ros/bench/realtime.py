@@ -1,0 +1,666 @@
+"""``droil bench realtime``: serving cost of a learned policy (BENCHMARKS.md §4).
+
+1. Inference: one trained policy (the learners' 256-256 MLP), one observation per call, ONNX
+   Runtime (1 thread, as the policy node) against torch eager (1 thread, no_grad) in the same
+   process, in alternating blocks so that the load of a shared machine hits both alike.
+2. Closed loop across processes: the real policy node (its own process, ``autostart``) at
+   200, 500 and 1000 Hz; a probe in this process publishes JointState + Imu at the node's rate and
+   subscribes to the commands. The states are distinct (over a few seconds), and the probe runs
+   the same ONNX file through the same spec on each one, so each received command is matched by
+   value (bit-exact: same ONNX Runtime, same input) to the state it was computed from. Latency:
+   DDS receipt of the command minus the time just before the state was published (one system
+   clock).
+3. Hot-swap at 200 Hz: ``policy_path`` set through the parameter service, alternating between
+   two policies; time from the request to the first command of the new policy (matched by value
+   against its outputs) and to ``~/swap_status`` reporting it; missed ticks around each swap.
+
+No simulator: the states are synthetic, so every run sees the same inputs. Results:
+``<out>/realtime.{md,json}`` (``realtime_quick`` with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from array import array
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Float64MultiArray, String
+
+from droil_ros import algos
+from droil_ros.bench import machine_info, markdown_table, write_results
+from droil_ros.bringup import BringupNode, command
+from droil_ros.data.collect import collect
+from droil_ros.errors import DroilError
+from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, imu_msg, joint_state_msg, readings_from_msgs
+from droil_ros.policy.export import export_onnx
+from droil_ros.policy.runtime import OnnxPolicy
+from droil_ros.robots.spec import RobotSpec, load_spec
+from droil_ros.sim.envs import make_env
+
+POOL_SECONDS = 3.0  # of distinct states, sent in turn (the node acts on input at most 3 periods old)
+MISSED = 1.5  # a gap between two published commands longer than this many periods is a missed tick
+DOMAINS = range(96, 102)  # private ROS domain of a bench run (as its test; other tests use 1..95)
+GRACE = 5.0  # s the node gets to exit on SIGTERM
+DIAGNOSTICS = "policy: control loop"
+# every command kept: a deep reliable queue on the probe's side (the node's own is depth 1)
+ALL_COMMANDS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5000)
+
+
+@dataclass(frozen=True)
+class Settings:
+    rates: tuple[float, ...] = (200.0, 500.0, 1000.0)
+    window: float = 20.0  # s of states measured per rate
+    warmup: float = 1.0  # s between the first matched command and the window
+    swap_rate: float = 200.0
+    swaps: int = 10
+    swap_spacing: float = 1.0  # s between two swap requests
+    calls: int = 20_000  # inference calls per runtime, back to back
+    paced_calls: int = 1000  # and one per control period, as in the loop (caches cool in between)
+    train_steps: int = 300  # the policies only need to be real trained MLPs, not good ones
+    demo_episodes: int = 8
+
+
+FULL = Settings()
+QUICK = Settings(window=3.0, warmup=0.5, swaps=3, swap_spacing=0.6, calls=2000, paced_calls=200,
+                 train_steps=100, demo_episodes=4)
+
+
+def _stats_us(seconds) -> dict:
+    x = np.asarray(seconds) * 1e6
+    return {"n": int(x.size), "p50": float(np.percentile(x, 50)), "p99": float(np.percentile(x, 99)),
+            "mean": float(x.mean()), "max": float(x.max())}
+
+
+def _stats_ms(ns) -> dict:
+    x = np.asarray(ns, dtype=np.float64) * 1e-6
+    if x.size == 0:
+        return {"n": 0, "p50": None, "p99": None, "max": None, "min": None}
+    return {"n": int(x.size), "p50": float(np.percentile(x, 50)), "p99": float(np.percentile(x, 99)),
+            "max": float(x.max()), "min": float(x.min())}
+
+
+# policies --------------------------------------------------------------------------------------
+
+
+def train_policies(spec: RobotSpec, settings: Settings, seed: int, work: Path):
+    """Two BC policies (two seeds, one batch) on LQR demonstrations: the hot-swap needs two, the
+    inference comparison the torch module behind the first ONNX file."""
+    dataset = collect(spec.id, "lqr", episodes=settings.demo_episodes, seconds=2.0, seed=seed, progress=False)
+    learner = algos.create("bc", dataset, spec, preset="paper", seed=seed, n_seeds=2)
+    learner.fit(settings.train_steps, progress=False)
+    modules = learner.export_modules()
+    paths = [export_onnx(module, work / f"bc_seed{seed + k}.onnx", spec,
+                         {"learner": "bc", "seed": seed + k, "train_steps": learner.step,
+                          "dataset_hash": dataset.hash})
+             for k, module in enumerate(modules)]
+    return dataset, modules, paths, list(learner.config.hidden)
+
+
+def bench_inference(path: Path, module: torch.nn.Module, spec: RobotSpec, observations: np.ndarray,
+                    calls: int, paced_calls: int, period: float, block: int = 500) -> dict:
+    """Per-call latency of the same policy: ONNX Runtime as served and raw, torch eager as served
+    (numpy in and out) and raw (a prepared tensor), one thread each, round-robin in blocks; then
+    the two served forms once per ``period``, alternating which goes first, as a control loop
+    calls them (weights and code leave the caches between calls)."""
+    policy = OnnxPolicy(path, spec)
+    session = policy._session  # the very session the node runs, without OnnxPolicy's cast and clip
+    name = session.get_inputs()[0].name
+    obs32 = np.ascontiguousarray(observations, dtype=np.float32)
+    tensors = torch.from_numpy(obs32)
+    module = module.eval()
+
+    def torch_numpy(x):
+        with torch.no_grad():
+            return module(torch.from_numpy(x.reshape(1, -1))).numpy()[0]
+
+    def torch_raw(i):
+        with torch.no_grad():
+            return module(tensors[i:i + 1])
+
+    runners = {
+        "onnxruntime: OnnxPolicy (as the node)": lambda i: policy(observations[i]),
+        "onnxruntime: session.run": lambda i: session.run(None, {name: obs32[i:i + 1]}),
+        "torch eager: numpy in/out": lambda i: torch_numpy(obs32[i]),
+        "torch eager: tensor in/out": torch_raw,
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        samples = {k: [] for k in runners}
+        n = len(observations)
+        for run in runners.values():  # warm-up: first calls allocate
+            for i in range(200):
+                run(i % n)
+        done = 0
+        while done < calls:
+            size = min(block, calls - done)
+            for key, run in runners.items():
+                times = samples[key]
+                for j in range(done, done + size):
+                    i = j % n
+                    start = time.perf_counter()
+                    run(i)
+                    times.append(time.perf_counter() - start)
+            done += size
+        paced = {"onnxruntime: OnnxPolicy, one call per period": lambda i: policy(observations[i]),
+                 "torch eager: numpy in/out, one call per period": lambda i: torch_numpy(obs32[i])}
+        samples.update({k: [] for k in paced})
+        order = list(paced)
+        start = time.monotonic()
+        for j in range(paced_calls):
+            time.sleep(max(0.0, start + j * period - time.monotonic()))
+            for key in order if j % 2 else order[::-1]:
+                t = time.perf_counter()
+                paced[key](j % n)
+                samples[key].append(time.perf_counter() - t)
+        ort_out = policy(observations)
+        with torch.no_grad():
+            torch_out = module(tensors).double().numpy()
+    finally:
+        torch.set_num_threads(threads)
+    return {"runtimes": {k: _stats_us(v) for k, v in samples.items()}, "paced_period_s": period,
+            "max_abs_diff_ort_vs_torch": float(np.max(np.abs(ort_out - torch_out))),
+            "ort_threads": 1, "torch_threads": 1}
+
+
+# the ROS side ----------------------------------------------------------------------------------
+
+
+class NodeProcess:
+    """The policy node as ``python -m droil_ros.nodes.policy`` in a session of its own, under
+    ``timeout -s KILL`` so that it cannot outlive a killed benchmark by long."""
+
+    def __init__(self, params: dict, env: dict, log_path: Path, limit: float):
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(["timeout", "-s", "KILL", str(int(limit)),
+                                      *command(BringupNode("policy", params))],
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=dict(os.environ, **env))
+
+    def tail(self) -> str:
+        return " | ".join(self.log_path.read_text().strip().splitlines()[-3:])
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise DroilError(f"policy node exited with code {self.proc.returncode}: {self.tail()}")
+
+    def stop(self) -> int:
+        """SIGTERM (the node's shutdown transition), SIGKILL after GRACE s; the exit code."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=GRACE)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+class Probe:
+    """Publishes distinct states at a fixed rate from a thread of its own (as a driver would),
+    keeping the time just before each was published; records commands, diagnostics and swap
+    status with their DDS timestamps.
+
+    The states are made before the sender starts, so that the sender does nothing but publish: a
+    pool of ``pool`` distinct states near rest, sent in turn (state k is ``states[k % pool]``), and
+    the command each policy computes from each, exactly as the node does (readings -> spec
+    observation -> one-observation policy call -> command). The node acts on input at most
+    ``max_obs_age`` old, so a pool of seconds tells which send of a pool state a command answers."""
+
+    def __init__(self, domain: int, spec: RobotSpec, policies: list[OnnxPolicy], seed: int, pool: int):
+        self.spec = spec
+        rng = np.random.default_rng(seed)
+        env = make_env(spec, "stand")
+        env.reset(seed=seed, options={"tilt": 0.05})
+        base = env.unwrapped.readings()  # a robot at rest, slightly tilted
+        self.imu = imu_msg(base, Time(), spec.imu["frame_id"])
+        self.states = [joint_state_msg(replace(base, position=base.position + rng.uniform(-0.5, 0.5, 2),
+                                               velocity=base.velocity + rng.uniform(-1.0, 1.0, 2)), Time())
+                       for _ in range(pool)]
+        observations = [spec.build_observation(readings_from_msgs(msg, self.imu)) for msg in self.states]
+        self.keys: list[dict[bytes, int]] = [{} for _ in policies]  # command bytes -> pool index
+        self.ambiguous: set[bytes] = set()  # commands of several states (saturated): never matched
+        for policy, keys in zip(policies, self.keys, strict=True):
+            for j, obs in enumerate(observations):
+                key = array("d", spec.action_to_command(policy(obs))).tobytes()
+                if key in keys:
+                    self.ambiguous.add(key)
+                keys[key] = j
+        self.sent: list[int] = []  # time.time_ns() just before state k was published
+        self.commands: list[tuple[int, int, int, int, bytes]] = []  # received, source, seq, callback
+        self.diagnostics: list[tuple[int, dict]] = []
+        self.swap_status: list[tuple[int, dict]] = []
+        self.stopping = threading.Event()
+        self.sender: threading.Thread | None = None
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node("realtime_probe", context=self.context)
+        self.joint_pub = self.node.create_publisher(JointState, "joint_states", SENSOR_QOS)
+        self.imu_pub = self.node.create_publisher(Imu, "imu/data", SENSOR_QOS)
+        self.node.create_subscription(Float64MultiArray, "effort_controller/commands", self._on_command,
+                                      ALL_COMMANDS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.node.create_subscription(String, "/policy/swap_status", self._on_swap_status, LATCHED_QOS)
+        self.parameters = AsyncParameterClient(self.node, "policy")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
+
+    def _on_command(self, msg: Float64MultiArray, info: dict) -> None:
+        self.commands.append((info["received_timestamp"], info["source_timestamp"],
+                              info["publication_sequence_number"], time.time_ns(), msg.data.tobytes()))
+
+    def _on_diagnostics(self, msg: DiagnosticArray, info: dict) -> None:
+        for status in msg.status:
+            if status.name == DIAGNOSTICS:
+                self.diagnostics.append((info["received_timestamp"],
+                                         {kv.key: kv.value for kv in status.values}))
+
+    def _on_swap_status(self, msg: String, info: dict) -> None:
+        self.swap_status.append((info["received_timestamp"], json.loads(msg.data)))
+
+    # states ---------------------------------------------------------------------------------
+
+    def start(self, rate: float, period_scale: float) -> None:
+        """Publish every ``period_scale / rate`` s: a clock slightly off the node's, as an
+        unsynchronised driver's, sweeps the phase between state and tick instead of freezing it."""
+        self.sender = threading.Thread(target=self._send, args=(period_scale / rate,), daemon=True)
+        self.sender.start()
+
+    def _send(self, period: float) -> None:
+        start = time.monotonic()
+        k = 0
+        while not self.stopping.is_set():
+            delay = start + k * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            now = time.time_ns()
+            stamp = Time(sec=now // 1_000_000_000, nanosec=now % 1_000_000_000)
+            state = self.states[k % len(self.states)]
+            self.imu.header.stamp = state.header.stamp = stamp
+            self.imu_pub.publish(self.imu)  # first, so a tick never pairs a new state with an old Imu
+            self.sent.append(time.time_ns())
+            self.joint_pub.publish(state)
+            k += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.sender is not None:
+            self.sender.join(timeout=2.0)
+
+    def close(self) -> None:
+        self.stop()
+        self.executor.shutdown(timeout_sec=2.0)
+        self.spinner.join(timeout=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    # queries (the lists only grow; list() takes a consistent prefix under the GIL) ------------
+
+    def first_command(self, policy: int, after_ns: int) -> tuple | None:
+        """The first command received after ``after_ns`` that ``policy`` computed."""
+        keys = self.keys[policy]
+        return next((c for c in list(self.commands)
+                     if c[0] > after_ns and c[4] in keys and c[4] not in self.ambiguous), None)
+
+    def swap_reported(self, policy_id: str, after_ns: int) -> tuple | None:
+        """The first ~/swap_status received after ``after_ns`` reporting ``policy_id`` acting."""
+        return next(((t, s) for t, s in list(self.swap_status)
+                     if t > after_ns and s["ok"] and s["policy_id"] == policy_id), None)
+
+    def diagnostics_after(self, after_ns: int) -> dict | None:
+        return next((d for t, d in list(self.diagnostics) if t > after_ns), None)
+
+    def wait_for(self, predicate, timeout: float, node: NodeProcess, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            node.check()
+            time.sleep(0.005)
+        raise DroilError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+# analysis ----------------------------------------------------------------------------------------
+
+
+def closed_loop_stats(probe: Probe, rate: float, w0: int, w1: int, before: dict, periods: list[dict]) -> dict:
+    """Latency of each state sent in [w0, w1] to its first command; loop health of the commands
+    the node published in that window; the node's own counters from its diagnostics (``before``
+    the window, and ``periods``: those published during it and the first after it)."""
+    sent = np.array(probe.sent, dtype=np.int64)
+    commands = list(probe.commands)
+    keys, pool = probe.keys[0], len(probe.states)
+    first: dict[int, tuple[int, int]] = {}  # state k -> (DDS receipt, probe callback) of its first command
+    repeats = safe = unmatched = 0
+    zero = array("d", [0.0] * len(probe.spec.actuators)).tobytes()
+    for received, source, _, callback, data in commands:  # in order of receipt
+        if data in probe.ambiguous:
+            continue
+        k = keys.get(data)
+        if k is not None:  # the latest send of pool state k before the node published its command
+            last = int(np.searchsorted(sent, source, side="right")) - 1
+            k = last - (last - k) % pool if last >= 0 else None
+        if k is not None and k not in first:
+            first[k] = (received, callback)
+        elif w0 <= source <= w1:
+            repeats += k is not None
+            safe += k is None and data == zero
+            unmatched += k is None and data != zero
+    matchable = {j for key, j in keys.items() if key not in probe.ambiguous}
+    in_window = [k for k in range(len(sent)) if w0 <= sent[k] <= w1 and k % pool in matchable]
+    answered = [k for k in in_window if k in first]
+    latency = [first[k][0] - sent[k] for k in answered]
+    latency_cb = [first[k][1] - sent[k] for k in answered]
+    published = np.array(sorted(c[1] for c in commands if w0 <= c[1] <= w1), dtype=np.int64)
+    gaps = np.diff(published) * 1e-9
+    seqs = sorted(c[2] for c in commands if w0 <= c[1] <= w1)
+    period = 1.0 / rate
+    node = {key: int(periods[-1][key]) - int(before[key]) for key in ("ticks", "overruns", "faults_stale")}
+    for key in ("inference_p50_us", "inference_p99_us", "loop_p50_us", "loop_p99_us", "jitter_p50_us",
+                "jitter_p99_us"):  # median over the diagnostics periods
+        values = [float(d[key]) for d in periods if d[key] != "n/a"]
+        node[key] = float(np.median(values)) if values else None
+    return {
+        "rate_hz": rate, "window_s": (w1 - w0) * 1e-9, "ticks_expected": int(round((w1 - w0) * 1e-9 * rate)),
+        "states_sent": len(in_window), "states_answered": len(answered),
+        "commands_received": len(published),
+        "commands_lost": int(seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0,
+        "commands_repeated": repeats, "commands_safe": safe, "commands_unmatched": unmatched,
+        "latency_ms": _stats_ms(latency), "latency_probe_callback_ms": _stats_ms(latency_cb),
+        "missed_ticks": int(np.sum(gaps > MISSED * period)),
+        "longest_gap_ms": float(gaps.max() * 1e3) if gaps.size else None,
+        "interval_jitter_us": _stats_us(np.abs(gaps - period)) if gaps.size else None,
+        "node": node,
+    }
+
+
+def _gaps_between(probe: Probe, t0: int, t1: int) -> np.ndarray:
+    published = np.array(sorted(c[1] for c in list(probe.commands) if t0 <= c[1] <= t1), dtype=np.int64)
+    return np.diff(published) * 1e-9
+
+
+def hot_swaps(probe: Probe, node: NodeProcess, paths: list[Path], ids: list[str], settings: Settings) -> list:
+    """Alternate ``policy_path`` between the two policies; per swap the request -> parameter
+    answer, -> first command of the new policy, -> ~/swap_status times, the node's own swap_ms,
+    and missed ticks from 0.25 s before the request to 0.25 s after the first new command."""
+    period = 1.0 / settings.swap_rate
+    swaps = []
+    for i in range(settings.swaps):
+        new = (i + 1) % 2
+        answered: list[int] = []
+        asked = time.time_ns()
+        future = probe.parameters.set_parameters([Parameter("policy_path", Parameter.Type.STRING,
+                                                            str(paths[new]))])
+        future.add_done_callback(lambda _, answered=answered: answered.append(time.time_ns()))
+        first = probe.wait_for(lambda new=new, asked=asked: probe.first_command(new, asked), 10.0, node,
+                               f"a command of {ids[new]} after swap {i + 1}")
+        status = probe.wait_for(lambda new=new, asked=asked: probe.swap_reported(ids[new], asked), 5.0, node,
+                                "~/swap_status")
+        probe.wait_for(future.done, 5.0, node, "the parameter service's answer")
+        result = future.result().results[0]
+        if not result.successful:
+            raise DroilError(f"policy_path refused: {result.reason}")
+        diagnostics = probe.wait_for(lambda first=first: probe.diagnostics_after(first[0]), 5.0, node,
+                                     "diagnostics")
+        time.sleep(max(0.0, asked * 1e-9 + settings.swap_spacing - time.time(),
+                       first[1] * 1e-9 + 0.3 - time.time()))
+        old = probe.keys[1 - new]
+        old_after = sum(1 for c in list(probe.commands)
+                        if c[0] > first[0] and c[4] in old and c[4] not in probe.ambiguous)
+        gaps = _gaps_between(probe, asked - 250_000_000, first[1] + 250_000_000)
+        swaps.append({
+            "to": ids[new], "parameter_answer_ms": (answered[0] - asked) * 1e-6,
+            "first_command_ms": (first[0] - asked) * 1e-6, "swap_status_ms": (status[0] - asked) * 1e-6,
+            "node_swap_ms": float(diagnostics["swap_ms"]),
+            "old_policy_commands_after": old_after,
+            "window_s": float(gaps.sum()), "missed_ticks": int(np.sum(gaps > MISSED * period)),
+            "longest_gap_ms": float(gaps.max() * 1e3),
+        })
+    return swaps
+
+
+def serve(spec: RobotSpec, rate: float, paths: list[Path], policies: list[OnnxPolicy], settings: Settings,
+          domain: int, seed: int, work: Path, swap: bool) -> dict:
+    """One node process at ``rate``: the latency window, then (``swap``) the hot-swaps."""
+    env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    swaps = 3 * settings.swaps * settings.swap_spacing if swap else 0
+    limit = 60 + settings.warmup + settings.window + swaps
+    node = NodeProcess({"robot": spec.id, "policy_path": str(paths[0]), "control_rate_hz": float(rate),
+                        "autostart": True, "diagnostics_period": 0.5},
+                       env, work / f"policy_{rate:g}hz.log", limit)
+    try:
+        probe = Probe(domain, spec, policies, seed, int(POOL_SECONDS * rate))
+        try:
+            result = _measure(probe, node, rate, paths, policies, settings, swap)
+        finally:
+            probe.close()
+    finally:
+        code = node.stop()
+    if code != 0:
+        raise DroilError(f"policy node did not exit cleanly on SIGTERM (code {code}): {node.tail()}")
+    return {**result, "node_exit_code": code}
+
+
+def _measure(probe: Probe, node: NodeProcess, rate: float, paths: list[Path], policies: list[OnnxPolicy],
+             settings: Settings, swap: bool) -> dict:
+    ticks = rate * settings.window
+    probe.start(rate, 1.0 + 1.0 / ticks)  # the phase sweeps one full period over the window
+    probe.wait_for(lambda: probe.first_command(0, 0), 30.0, node, "the first matched command")
+    time.sleep(settings.warmup)
+    probe.wait_for(lambda: probe.diagnostics_after(0), 5.0, node, "diagnostics")
+    before = list(probe.diagnostics)[-1][1]  # counters at most one diagnostics period old
+    w0 = time.time_ns()
+    time.sleep(settings.window)
+    w1 = time.time_ns()
+    probe.wait_for(lambda: probe.diagnostics_after(w1), 5.0, node, "diagnostics")
+    diagnostics = list(probe.diagnostics)
+    last = next(i for i, (t, _) in enumerate(diagnostics) if t > w1)
+    periods = [d for t, d in diagnostics[:last + 1] if t > w0]
+    result = closed_loop_stats(probe, rate, w0, w1, before, periods)
+    result["ambiguous_commands"] = len(probe.ambiguous)
+    if swap:
+        result["swaps"] = hot_swaps(probe, node, paths, [p.policy_id for p in policies], settings)
+    node.check()
+    return result
+
+
+@contextlib.contextmanager
+def _localhost_discovery():
+    """The probe's context reads discovery settings from the environment at init."""
+    previous = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+        else:
+            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = previous
+
+
+# report ------------------------------------------------------------------------------------------
+
+
+def _f(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def report(payload: dict, command_line: str) -> str:
+    s, inf = payload["settings"], payload["inference"]
+    load0, load1 = payload["load_average_start"], payload["load_average_end"]
+    inference_rows = [[name, f"{v['p50']:.1f}", f"{v['p99']:.1f}", f"{v['mean']:.1f}", f"{v['max']:.0f}"]
+                      for name, v in inf["runtimes"].items()]
+    loop_rows, health_rows = [], []
+    for r in payload["closed_loop"]:
+        lat, node = r["latency_ms"], r["node"]
+        callback = r["latency_probe_callback_ms"]
+        loop_rows.append([f"{r['rate_hz']:g}", f"{r['states_answered']} / {r['states_sent']}",
+                          _f(lat["p50"]), _f(lat["p99"]), _f(lat["max"]), _f(lat["min"]),
+                          _f(callback["p50"]), _f(callback["p99"])])
+        jitter = r["interval_jitter_us"] or {}
+        health_rows.append([f"{r['rate_hz']:g}", r["ticks_expected"], r["commands_received"],
+                            r["commands_lost"], r["missed_ticks"], _f(r["longest_gap_ms"]),
+                            _f(jitter.get("p50"), 0), _f(jitter.get("p99"), 0),
+                            f"{node['overruns']} / {node['ticks']}", node["faults_stale"],
+                            r["commands_safe"], r["commands_unmatched"],
+                            f"{_f(node['inference_p50_us'], 0)} / {_f(node['inference_p99_us'], 0)}"])
+    swaps = payload["swaps"]
+    swap_rows = [[i + 1, s_["to"], _f(s_["parameter_answer_ms"]), _f(s_["first_command_ms"]),
+                  _f(s_["swap_status_ms"]), _f(s_["node_swap_ms"], 1), s_["old_policy_commands_after"],
+                  s_["missed_ticks"], _f(s_["longest_gap_ms"])] for i, s_ in enumerate(swaps)]
+    summary = payload["swap_summary"]
+    swap_rate = s["swap_rate"]
+    base = next(r for r in payload["closed_loop"] if r["rate_hz"] == swap_rate)
+    machine = payload["machine"]
+    return (
+        f"# Real-time serving{' (quick)' if payload['quick'] else ''}\n\n"
+        f"Robot `{payload['robot']}`; policy: BC, MLP {payload['hidden']} (as the learners export), "
+        f"trained {s['train_steps']} steps on {payload['dataset_size']} LQR transitions, "
+        f"seed {payload['seed']}. "
+        f"Machine: {machine['cpus']} CPUs ({machine['processor']}), {machine['platform']}, Python "
+        f"{machine['python']}, onnxruntime {machine['versions']['onnxruntime']}, torch "
+        f"{machine['versions']['torch']}; **shared with other jobs: load average "
+        f"{load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} (1/5/15 min) at start, {load1[0]:.2f} at end**, "
+        f"niceness {payload['niceness']}. The node and the probe run at that niceness without "
+        f"real-time scheduling, on CPUs shared with that load: the tails measure the contention as "
+        f"much as the software. Wall time {payload['wall_seconds']:.0f} s.\n\n"
+        f"Reproduce: `{command_line}`\n\n"
+        f"## 1. Inference, one observation per call (µs)\n\n"
+        f"Back to back: {s['calls']} calls each after 200 warm-up calls, one thread each, round-robin "
+        f"in blocks of 500 so that the machine's load hits all alike. `OnnxPolicy` adds the float32 "
+        f"cast and the clip the node does; `numpy in/out` adds the tensor conversions. One call per "
+        f"period: {s['paced_calls']} calls each, one every {inf['paced_period_s'] * 1e3:g} ms (the "
+        f"{s['swap_rate']:g} Hz loop), which goes first alternating: between calls the machine's other "
+        f"work evicts weights and code from the shared caches, as it does in a control loop; "
+        f"back to back is the warm-cache floor. Inputs: observations of the demonstrations. ONNX vs "
+        f"torch outputs differ by at most {inf['max_abs_diff_ort_vs_torch']:.1e} N·m.\n\n"
+        + markdown_table(["runtime", "p50", "p99", "mean", "max"], inference_rows)
+        + f"\n## 2. Closed loop across processes: state published -> command received (ms)\n\n"
+        f"The policy node in its own process (`autostart`, `control_rate_hz` as listed, default "
+        f"`max_obs_age` of 3 periods); this process publishes a distinct JointState (with an Imu) "
+        f"at the same rate and matches each received command by value to the state it was computed "
+        f"from (bit-exact: it runs the same ONNX file through the same spec). Latency = DDS receipt "
+        f"of the command - time just before the state was published, for the first command of "
+        f"each state in a {s['window']:g} s window; `callback` is the same up to the probe's Python "
+        f"callback. **The node is timer-driven: a state waits up to one period for the next tick.** "
+        f"The probe's clock runs 1/(rate x window) slow, so the phase between states and ticks "
+        f"sweeps exactly one period during the window (as with an unsynchronised driver): p50 "
+        f"includes about half a period of waiting, `min` is the reaction with none (transport + "
+        f"observation + inference + publish). A state goes unanswered when the next one arrives before a "
+        f"tick: once per window from the sweep, and whenever the node misses ticks or finds its "
+        f"input stale.\n\n"
+        + markdown_table(["rate Hz", "states answered", "p50", "p99", "max", "min", "callback p50",
+                          "callback p99"], loop_rows)
+        + f"\nLoop health over the same windows, from the node's publish timestamps (DDS source "
+        f"timestamps) and its `/diagnostics`: a missed tick is a gap > {MISSED:g} periods between two "
+        f"published commands; jitter = |interval - period|; overruns and stale faults are the node's "
+        f"counters; safe = zero-torque commands (the node's answer to stale input); unmatched = "
+        f"non-zero commands that match no state (expect 0); node inference = the node's own "
+        f"timing of the policy call, median over its 0.5 s diagnostics periods.\n\n"
+        + markdown_table(["rate Hz", "ticks expected", "commands", "lost", "missed ticks",
+                          "longest gap ms", "jitter p50 µs", "jitter p99 µs", "node overruns / ticks",
+                          "stale faults", "safe", "unmatched", "node inference p50 / p99 µs"],
+                         health_rows)
+        + f"\n## 3. Hot-swap at {swap_rate:g} Hz\n\n"
+        f"`policy_path` set through the parameter service {len(swaps)} times, alternating between two "
+        f"policies, {s['swap_spacing']:g} s apart, with states flowing as above. Times (ms) from just "
+        f"before the request: the parameter service's answer, the DDS receipt of the first command "
+        f"computed by the new policy (matched by value), and of `~/swap_status` reporting it; "
+        f"`node` is the node's own request-to-first-action time (`swap_ms` in `/diagnostics`). "
+        f"Missed ticks: gaps > {MISSED:g} periods between published commands from 0.25 s before the "
+        f"request to 0.25 s after the first new command; `old after` = commands of the old policy "
+        f"received after the first of the new one (expect 0).\n\n"
+        + markdown_table(["swap", "to", "parameter answer", "first new command", "swap_status", "node",
+                          "old after", "missed ticks", "longest gap ms"], swap_rows)
+        + f"\nFirst new command: median {_f(summary['first_command_ms']['p50'])} ms, max "
+        f"{_f(summary['first_command_ms']['max'])} ms. Missed ticks across all swaps: "
+        f"{summary['missed_ticks']} in {summary['window_s']:.1f} s of windows; without swaps the same "
+        f"node missed {base['missed_ticks']} in its {base['window_s']:.0f} s latency window "
+        f"(expected in the swap windows at that background rate: {summary['missed_expected']:.1f}).\n"
+    )
+
+
+def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, quick: bool = False,
+        domain: int | None = None) -> dict:
+    started = time.time()
+    load_start = os.getloadavg()
+    spec = load_spec(robot)
+    if not spec.uses_sensor_observation:
+        raise DroilError(f"the realtime bench serves robots observed through JointState + Imu; "
+                         f"'{spec.id}' observes through Gymnasium")
+    if settings.swap_rate not in settings.rates:
+        raise DroilError(f"swap rate {settings.swap_rate:g} Hz must be one of the rates {settings.rates}")
+    domain = random.choice(DOMAINS) if domain is None else domain
+    with tempfile.TemporaryDirectory(prefix="droil_realtime_") as tmp, _localhost_discovery():
+        work = Path(tmp)
+        torch.manual_seed(seed)
+        dataset, modules, paths, hidden = train_policies(spec, settings, seed, work)
+        print(f"trained 2 policies ({hidden}) in {time.time() - started:.0f} s", flush=True)
+        inference = bench_inference(paths[0], modules[0], spec, dataset.observations.astype(np.float64),
+                                    settings.calls, settings.paced_calls, 1.0 / settings.swap_rate)
+        print("inference p50: " + ", ".join(f"{k} {v['p50']:.1f} µs"
+                                            for k, v in inference["runtimes"].items()), flush=True)
+        policies = [OnnxPolicy(p, spec) for p in paths]
+        closed_loop = []
+        for rate in settings.rates:
+            result = serve(spec, rate, paths, policies, settings, domain, seed, work,
+                           swap=rate == settings.swap_rate)
+            closed_loop.append(result)
+            lat = result["latency_ms"]
+            print(f"{rate:g} Hz: latency p50 {_f(lat['p50'])} p99 {_f(lat['p99'])} max {_f(lat['max'])} ms, "
+                  f"{result['states_answered']}/{result['states_sent']} states answered, "
+                  f"{result['missed_ticks']} missed ticks", flush=True)
+    swaps = next(r for r in closed_loop if r["rate_hz"] == settings.swap_rate).pop("swaps")
+    base = next(r for r in closed_loop if r["rate_hz"] == settings.swap_rate)
+    window = sum(s["window_s"] for s in swaps)
+    summary = {key: _stats_ms(np.array([s[key] for s in swaps]) * 1e6)
+               for key in ("parameter_answer_ms", "first_command_ms", "swap_status_ms")}
+    summary.update(missed_ticks=sum(s["missed_ticks"] for s in swaps), window_s=window,
+                   missed_expected=base["missed_ticks"] / base["window_s"] * window)
+    payload = {
+        "robot": spec.id, "quick": quick, "seed": seed, "hidden": hidden, "dataset_size": len(dataset),
+        "settings": asdict(settings), "domain": domain, "niceness": os.nice(0),
+        "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
+        "inference": inference, "closed_loop": closed_loop, "swaps": swaps, "swap_summary": summary,
+        "wall_seconds": time.time() - started, "machine": machine_info(),
+    }
+    tag = "realtime_quick" if quick else "realtime"
+    command_line = f"droil bench realtime --robot {robot} --seed {seed}" + (" --quick" if quick else "")
+    markdown = report(payload, command_line)
+    write_results(out_dir, tag, payload, markdown)
+    print(markdown)
+    return payload
+
+
+def main(args) -> int:
+    settings = QUICK if args.quick else FULL
+    settings = replace(settings, train_steps=args.steps or settings.train_steps,
+                       demo_episodes=args.episodes or settings.demo_episodes)
+    run(args.robot, Path(args.out), settings, seed=args.seed, quick=args.quick)
+    return 0

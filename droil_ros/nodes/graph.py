@@ -1,0 +1,85 @@
+"""A client of a running ROS graph for scripts (``droil demo``, the tests): calls services, sets
+parameters and listens to topics from a node spun in a thread of its own.
+
+The node lives in a context of its own, so a script can use several (and the tests one per
+test) without touching the global rclpy context that node processes use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+
+from droil_ros.errors import DroilError
+
+
+class GraphClient:
+    """Subclasses create their subscriptions, publishers and timers in ``setup``, which runs
+    before the executor starts spinning; callbacks run in the spin thread, so shared state
+    goes under ``self.lock``."""
+
+    def __init__(self, domain: int | None = None, name: str = "droil_client"):
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.lock = threading.Lock()
+        self.clients: dict[str, object] = {}
+        self.setup()
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def setup(self) -> None:
+        """Create the subscriptions, publishers and timers of the client."""
+
+    @staticmethod
+    def wait_for(predicate: Callable[[], object], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return bool(predicate())
+
+    def result(self, future, timeout: float = 10.0, source: str = "the service"):
+        if not self.wait_for(future.done, timeout):
+            raise DroilError(f"no answer from {source} within {timeout:g} s")
+        return future.result()
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        """Call service ``name`` (one client per name) and return its response."""
+        if name not in self.clients:
+            self.clients[name] = self.node.create_client(srv_type, name)
+        client = self.clients[name]
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise DroilError(f"no service {name} within {timeout:g} s")
+        return self.result(client.call_async(request), timeout, name)
+
+    def parameters(self, node_name: str, timeout: float = 10.0) -> AsyncParameterClient:
+        key = f"parameters:{node_name}"
+        if key not in self.clients:
+            client = AsyncParameterClient(self.node, node_name)
+            if not client.wait_for_services(timeout_sec=timeout):
+                raise DroilError(f"no parameter services of node {node_name}")
+            self.clients[key] = client
+        return self.clients[key]
+
+    def set_parameter(self, node_name: str, name: str, value, timeout: float = 10.0) -> tuple[bool, str]:
+        """Set one parameter of another node; (accepted, reason)."""
+        future = self.parameters(node_name, timeout).set_parameters([Parameter(name, value=value)])
+        result = self.result(future, timeout, node_name).results[0]
+        return result.successful, result.reason
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
