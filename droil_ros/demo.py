@@ -5,7 +5,8 @@
    ``~/reset`` every ``episode_seconds`` of sim time) go into a rosbag2 (MCAP).
 2. **Dataset.** ``dataset_from_bag`` through the robot spec, as ``droil dataset from-bag``
    does, without the warm-up episode (see ``record``).
-3. **Train.** Each learner (fast preset, seeds batched), exported to ONNX.
+3. **Train.** Each learner (the paper preset's networks, 5000 steps, seeds batched), exported
+   to ONNX.
 4. **Deploy.** sim_bridge in real time on a *perturbed* robot. The LQR node balances it first
    (the reference); then the policy node takes over and each learner's policy (seed 0) is
    hot-swapped in through the ``policy_path`` parameter while the robot runs. Every controller
@@ -32,7 +33,7 @@ import numpy as np
 from lifecycle_msgs.srv import GetState
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from tqdm import tqdm
 
@@ -60,7 +61,7 @@ class DemoConfig:
     record_seconds: float = 50.0  # of demonstrations (sim time), at the robot's control rate
     episode_seconds: float = 5.0  # per recorded episode, each from a random initial tilt
     learners: tuple[str, ...] = ("bc", "drbc", "be_droil")
-    steps: int | None = None  # training steps (None: the fast preset's)
+    steps: int = 5000  # training steps of the paper preset's networks (10k in the benchmarks)
     seeds: int = 3  # trained as one batch; seed 0 is deployed
     perturb: str = "payload=1.5,friction=0.4,gear=0.6"  # heavier body, slippery floor, weak motors
     eval_episodes: int = 4  # per controller
@@ -101,7 +102,6 @@ class DemoClient(GraphClient):
         node.create_subscription(Float64MultiArray, "/effort_controller/commands", self._on_command,
                                  COMMAND_QOS)
         node.create_subscription(String, "/policy/swap_status", self._on_swap, LATCHED_QOS)
-        node.create_subscription(Bool, "/sim_bridge/fallen", lambda m: None, LATCHED_QOS)
 
     def _on_clock(self, msg: ClockMsg) -> None:
         self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
@@ -405,7 +405,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
     from droil_ros import algos
 
     for name in cfg.learners:
-        algos.make_config(name, "fast")
+        algos.make_config(name, "paper")
     run_dir = cfg.out.resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise DroilError(f"{run_dir} exists and is not empty; choose another --out")
@@ -428,7 +428,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
         policies, training = {}, {}
         for name in cfg.learners:
             result = train_and_export(name, data, run_dir / "policies" / f"{name}.onnx", spec,
-                                      steps=cfg.steps, n_seeds=cfg.seeds, seed=cfg.seed, preset="fast")
+                                      steps=cfg.steps, n_seeds=cfg.seeds, seed=cfg.seed, preset="paper")
             policies[name] = result.policies[0]
             training[name] = {"seconds": result.seconds, "steps": result.steps,
                               "policies": [str(p) for p in result.policies], "log": str(result.log)}

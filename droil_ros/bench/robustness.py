@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from droil_ros import experts
 from droil_ros.bench import machine_info, markdown_table, write_results
 from droil_ros.data.collect import collect
 from droil_ros.data.dataset import load_dataset
-from droil_ros.errors import DroilError
 from droil_ros.eval.grid import evaluate, load_grid, plot
 from droil_ros.pipeline import train_and_export
 from droil_ros.policy.runtime import OnnxPolicy
-from droil_ros.resources import data_path
 from droil_ros.robots import load_spec
 
 LEARNERS = ("bc", "drbc", "be_droil", "be_droil_nu0")
@@ -35,11 +34,8 @@ def expert_dataset(robot: str, work: Path, seed: int):
         return load_dataset(path)
     if robot == "wheel_legged":
         dataset = collect(robot, "lqr", seed=seed, **WHEEL_LEGGED_DATA)
-    else:
-        expert = data_path("models", "experts", f"{robot}.onnx")
-        if not expert.is_file():
-            raise DroilError(f"no committed expert for '{robot}' (models/experts/{robot}.onnx)")
-        dataset = collect(robot, str(expert), episodes=10, seed=seed)
+    else:  # the committed RL expert, DRBC protocol (first N transitions; errors say how to make it)
+        dataset = experts.dataset(robot, seed=seed)
     dataset.save(path)
     return dataset
 
