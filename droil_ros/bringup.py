@@ -165,13 +165,18 @@ def supervise(nodes: list[BringupNode], log=print) -> int:
 
 
 def launch_description(name: str, overrides: list[str] = ()):
-    """The ``launch_ros`` form of a bringup, for ``launch/<name>.launch.py``."""
+    """The ``launch_ros`` form of a bringup, for ``launch/<name>.launch.py``. Arguments given as
+    ``ros2 launch droil_ros NAME.launch.py node.param:=value`` (or ``node.enabled:=false``)
+    override the YAML as they do for ``droil bringup``."""
+    from launch.actions import OpaqueFunction
     from launch_ros.actions import Node
 
     from launch import LaunchDescription
 
-    return LaunchDescription([
-        Node(package="droil_ros", executable=n.executable, name=n.executable, output="screen",
-             parameters=[{k: v for k, v in n.parameters.items() if v != ""}])
-        for n in load_bringup(name, overrides) if n.enabled
-    ])
+    def nodes(context):
+        given = [f"{k}:={v}" for k, v in context.launch_configurations.items() if "." in k]
+        return [Node(package="droil_ros", executable=n.executable, name=n.executable, output="screen",
+                     parameters=[{k: v for k, v in n.parameters.items() if v != ""}])
+                for n in load_bringup(name, [*overrides, *given]) if n.enabled]
+
+    return LaunchDescription([OpaqueFunction(function=nodes)])

@@ -44,10 +44,16 @@ def test_launch_files_build_launch_descriptions():
                                              "this runs where a ROS 2 distro is sourced")
     from launch.launch_description_sources import get_launch_description_from_python_launch_file
 
+    from launch import LaunchContext
+
     for name in BRINGUPS:
         description = get_launch_description_from_python_launch_file(
             str(data_path("launch", f"{name}.launch.py")))
-        assert len(description.entities) == sum(n.enabled for n in load_bringup(name))
+        context = LaunchContext()
+        first = load_bringup(name)[0].executable
+        context.launch_configurations[f"{first}.enabled"] = "false"  # as `first.enabled:=false`
+        nodes = [node for entity in description.entities for node in entity.execute(context) or []]
+        assert len(nodes) == sum(n.enabled for n in load_bringup(name)) - 1
 
 
 class Probe(ProbeNode):
