@@ -342,7 +342,7 @@ def build_parser() -> Parser:
                       help="length of each recorded episode (each from a random initial tilt)")
     demo.add_argument("--learner", action="append", default=[],
                       help="learner to train and deploy, repeat (default: bc, drbc, be_droil)")
-    demo.add_argument("--steps", type=positive_int, default=5000, help="training steps per learner")
+    demo.add_argument("--steps", type=positive_int, default=3000, help="training steps per learner")
     demo.add_argument("--seeds", type=positive_int, default=3,
                       help="seeds trained as one batch; seed 0 is deployed")
     demo.add_argument("--perturb", default=None,

@@ -5,7 +5,7 @@
    ``~/reset`` every ``episode_seconds`` of sim time) go into a rosbag2 (MCAP).
 2. **Dataset.** ``dataset_from_bag`` through the robot spec, as ``droil dataset from-bag``
    does, without the warm-up episode (see ``record``).
-3. **Train.** Each learner (the paper preset's networks, 5000 steps, seeds batched), exported
+3. **Train.** Each learner (the paper preset's networks, 3000 steps, seeds batched), exported
    to ONNX.
 4. **Deploy.** sim_bridge in real time on a *perturbed* robot. The LQR node balances it first
    (the reference); then the policy node takes over and each learner's policy (seed 0) is
@@ -61,7 +61,7 @@ class DemoConfig:
     record_seconds: float = 50.0  # of demonstrations (sim time), at the robot's control rate
     episode_seconds: float = 5.0  # per recorded episode, each from a random initial tilt
     learners: tuple[str, ...] = ("bc", "drbc", "be_droil")
-    steps: int = 5000  # training steps of the paper preset's networks (10k in the benchmarks)
+    steps: int = 3000  # training steps of the paper preset's networks (10k in the benchmarks)
     seeds: int = 3  # trained as one batch; seed 0 is deployed
     perturb: str = "payload=1.5,friction=0.4,gear=0.6"  # heavier body, slippery floor, weak motors
     eval_episodes: int = 4  # per controller
@@ -137,9 +137,10 @@ class DemoClient(GraphClient):
     # -- graph
 
     def wait_for_sim(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Until /clock runs (sim_bridge steps once a controller commands it)."""
-        first = self.sim_time
-        if not self.wait_for(lambda: self.sim_time > max(first, 0.0), timeout):
+        """Until the /clock of a sim_bridge just started runs (it steps once a controller
+        commands it; each sim_bridge's clock starts at 0)."""
+        self.sim_time = -1.0
+        if not self.wait_for(lambda: self.sim_time > 0.0, timeout):
             raise DroilError(f"the simulation did not start within {timeout:g} s (see the node logs)")
 
     def wait_for_subscribers(self, topic: str, nodes: set[str], timeout: float = STARTUP_TIMEOUT) -> None:
