@@ -254,6 +254,13 @@ def cmd_expert(args) -> int:
     return 0
 
 
+THREADS_HELP = ("torch threads (more pay only on an idle machine: with the cores busy, threads wait "
+                "for each other and training runs over 10x slower)")
+# the registry's names, without importing torch to build the parser (test_cli checks they agree)
+LEARNERS = ("bc", "drbc", "be_droil", "be_droil_nu0", "bc_dyn", "bc_dyn_2phase", "dmil", "dwbc", "d2mil",
+            "iql", "droco")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="droil", description="From demonstrations to robust deployed policies.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -297,7 +304,7 @@ def build_parser() -> Parser:
     ds.set_defaults(func=cmd_dataset)
 
     train = sub.add_parser("train", help="train a learner on a dataset and export ONNX")
-    train.add_argument("--algo", required=True, help="bc | drbc | be_droil | be_droil_nu0")
+    train.add_argument("--algo", required=True, help="a learner: " + ", ".join(LEARNERS))
     train.add_argument("--data", required=True, help="dataset file (.npz)")
     train.add_argument("--out", required=True, help="policy file (.onnx); several seeds: _seedN")
     train.add_argument("--steps", type=positive_int, default=None, help="default: the preset's")
@@ -306,7 +313,7 @@ def build_parser() -> Parser:
     train.add_argument("--config", default="paper", help="preset: fast | paper")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="config override, e.g. --set alpha=0.5 --set f=kl")
-    train.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    train.add_argument("--threads", type=positive_int, default=1, help=THREADS_HELP)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate policies on a perturbation grid")
@@ -352,9 +359,7 @@ def build_parser() -> Parser:
     demo.add_argument("--eval-seconds", type=positive_float, default=10.0, help="seconds per episode")
     demo.add_argument("--seed", type=non_negative_int, default=0)
     demo.add_argument("--out", default=None, help="run folder (default: runs/demo_<time>)")
-    demo.add_argument("--threads", type=positive_int, default=1,
-                      help="torch threads (2 pays only on an idle machine: with the cores busy, two "
-                           "threads wait for each other and training runs over 10x slower)")
+    demo.add_argument("--threads", type=positive_int, default=1, help=THREADS_HELP)
     demo.set_defaults(func=cmd_demo)
 
     expert = sub.add_parser("expert", help="RL experts of the locomotion robots (stable-baselines3)")
@@ -398,8 +403,8 @@ def build_parser() -> Parser:
                        help="robustness: learners to run (default: all); repeat")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="robustness: be_droil config override, e.g. --set k_dual=5")
-    bench.add_argument("--threads", type=positive_int, default=2,
-                       help="torch threads for training (evaluation workers use 1 each)")
+    bench.add_argument("--threads", type=positive_int, default=1,
+                       help=THREADS_HELP + "; evaluation workers use 1 each")
     bench.set_defaults(func=cmd_bench)
     return parser
 

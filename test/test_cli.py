@@ -48,3 +48,10 @@ def test_malformed_spec_file(tmp_path):
     proc = run_droil("sim", "--robot", str(bad))
     assert proc.returncode == 2 and "missing 'actuators'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_parser_lists_every_registered_learner():
+    from droil_ros import algos
+    from droil_ros.cli import LEARNERS
+
+    assert sorted(LEARNERS) == sorted(algos.available())

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from droil_ros.algos.bc import BC
+from droil_ros.algos.bc_dyn import BCDyn
 from droil_ros.algos.be_droil import BEDROIL
 from droil_ros.algos.common import Learner, LearnerConfig
+from droil_ros.algos.d2mil import D2MIL
+from droil_ros.algos.dmil import DMIL
 from droil_ros.algos.drbc import DRBC
+from droil_ros.algos.droco import DROCO
+from droil_ros.algos.dwbc import DWBC
+from droil_ros.algos.iql import IQL
 from droil_ros.data.dataset import TransitionDataset
 from droil_ros.errors import DroilError
 from droil_ros.robots.spec import RobotSpec
 
-ALGOS: dict[str, type[Learner]] = {cls.name: cls for cls in (BC, DRBC, BEDROIL)}
+ALGOS: dict[str, type[Learner]] = {cls.name: cls for cls in (BC, DRBC, BEDROIL, IQL, DROCO,
+                                                             BCDyn, DMIL, DWBC, D2MIL)}
 # named variants: a learner with fixed config overrides
-VARIANTS: dict[str, tuple[str, dict]] = {"be_droil_nu0": ("be_droil", {"balance": False})}
+VARIANTS: dict[str, tuple[str, dict]] = {"be_droil_nu0": ("be_droil", {"balance": False}),
+                                         "bc_dyn_2phase": ("bc_dyn", {"pretrain_fraction": 0.5})}
 
 
 def available() -> list[str]:

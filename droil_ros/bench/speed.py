@@ -4,6 +4,7 @@ single-seed PyTorch BC loop as the reference, all in the same run (BENCHMARKS.md
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch import nn
 from droil_ros import algos
 from droil_ros.bench import machine_info, markdown_table, write_results
 from droil_ros.data.collect import collect
+from droil_ros.data.dataset import QUALITIES
 from droil_ros.robots import load_spec
 
 
@@ -36,9 +38,12 @@ def plain_bc_loop(dataset, steps: int, hidden: int = 256, batch: int = 256) -> f
 def seed_steps_per_second(name: str, dataset, robot, steps: int, seeds: int, batched: bool) -> float:
     """Seed-steps per second: ``seeds`` seeds batched in one network, or one after another."""
     groups = [seeds] if batched else [1] * seeds
+    # model-based learners: rollouts start (and are refreshed) within the timed steps
+    fields = {f.name for f in dataclasses.fields(algos.make_config(name))}
+    schedule = {k: steps // 10 for k in ("warmup_steps", "rollout_every") if k in fields}
     started = time.perf_counter()
     for k, size in enumerate(groups):
-        learner = algos.create(name, dataset, robot, seed=k, n_seeds=size, steps=steps)
+        learner = algos.create(name, dataset, robot, seed=k, n_seeds=size, steps=steps, **schedule)
         learner.fit(progress=False)
     return steps * seeds / (time.perf_counter() - started)
 
@@ -46,6 +51,7 @@ def seed_steps_per_second(name: str, dataset, robot, steps: int, seeds: int, bat
 def run(robot: str, out_dir: Path, quick: bool = False, seeds: int = 3) -> dict:
     spec = load_spec(robot)
     dataset = collect(robot, "lqr", episodes=20, seconds=2.5, progress=False)
+    dataset.quality[1::2] = QUALITIES.index("other")  # for the mixed-quality learners; others ignore it
     steps = 100 if quick else 500
     threads = torch.get_num_threads()
     rows, raw = [], {"plain_bc_loop": plain_bc_loop(dataset, steps)}
