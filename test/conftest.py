@@ -36,3 +36,21 @@ def lqr_dataset():
     from droil_ros.data.collect import collect
 
     return collect("wheel_legged", "lqr", episodes=4, seconds=2.0, seed=0, progress=False)
+
+
+def assert_exported_member_matches(learner, spec, tmp_path) -> None:
+    """Member 1 of a learner trained with 2 seeds, exported: ONNX Runtime equals torch (1e-5),
+    and both equal the training network's deterministic action (1e-6)."""
+    import numpy as np
+    import torch
+
+    from droil_ros.policy import OnnxPolicy, export_onnx
+
+    module = learner.export_modules()[1]
+    path = export_onnx(module, tmp_path / f"{learner.name}.onnx", spec, {"learner": learner.name})
+    obs = np.random.default_rng(0).normal(size=(100, spec.obs_dim)).astype(np.float32) * 0.5
+    with torch.no_grad():
+        expected = module(torch.as_tensor(obs)).numpy()
+        u = learner.act(learner.normalise(torch.as_tensor(obs)).expand(2, -1, -1))[1]
+    np.testing.assert_allclose(OnnxPolicy(path, spec)(obs), expected, atol=1e-5)
+    np.testing.assert_allclose(expected, (u * spec.action_high[0]).numpy(), atol=1e-6)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import assert_exported_member_matches
 
 from droil_ros import algos
 from droil_ros.algos.be_droil import dual_objective, worst_case_weights
@@ -162,18 +163,6 @@ def test_unknown_learner_preset_and_key(lqr_dataset):
 
 @pytest.mark.parametrize("name", LEARNERS)
 def test_exported_onnx_matches_torch(name, lqr_dataset, tmp_path):
-    from droil_ros.policy import OnnxPolicy, export_onnx
-
     learner = algos.create(name, lqr_dataset, SPEC, preset="fast", steps=20, n_seeds=2)
     learner.fit(progress=False)
-    module = learner.export_modules()[1]
-    path = export_onnx(module, tmp_path / f"{name}.onnx", SPEC, {"learner": name})
-    policy = OnnxPolicy(path, SPEC)
-    obs = np.random.default_rng(0).normal(size=(100, SPEC.obs_dim)).astype(np.float32) * 0.5
-    with torch.no_grad():
-        expected = module(torch.as_tensor(obs)).numpy()
-    np.testing.assert_allclose(policy(obs), expected, atol=1e-5)
-    # the exported module is the learner's member 1: same actions as the training network
-    with torch.no_grad():
-        u = learner.act(learner.normalise(torch.as_tensor(obs)).expand(2, -1, -1))[1]
-    np.testing.assert_allclose(expected, (u * SPEC.action_high[0]).numpy(), atol=1e-6)
+    assert_exported_member_matches(learner, SPEC, tmp_path)

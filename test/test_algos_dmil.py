@@ -4,6 +4,7 @@ dynamics model: the checks of ALGORITHMS.md, on small data, in seconds."""
 import numpy as np
 import pytest
 import torch
+from conftest import assert_exported_member_matches
 
 from droil_ros import algos
 from droil_ros.algos.dynamics import GaussianDynamics
@@ -239,18 +240,7 @@ def test_bad_data_and_options_fail_clearly(lqr_dataset, mixed_dataset):
 
 @pytest.mark.parametrize("name", LEARNERS)
 def test_exported_onnx_matches_torch(name, lqr_dataset, mixed_dataset, tmp_path):
-    from droil_ros.policy import OnnxPolicy, export_onnx
-
-    data = data_for(name, lqr_dataset, mixed_dataset)
-    learner = algos.create(name, data, SPEC, preset="fast", steps=60, n_seeds=2)
+    learner = algos.create(name, data_for(name, lqr_dataset, mixed_dataset), SPEC, preset="fast",
+                           steps=60, n_seeds=2)
     learner.fit(progress=False)
-    module = learner.export_modules()[1]
-    path = export_onnx(module, tmp_path / f"{name}.onnx", SPEC, {"learner": name})
-    policy = OnnxPolicy(path, SPEC)
-    obs = np.random.default_rng(0).normal(size=(100, SPEC.obs_dim)).astype(np.float32) * 0.5
-    with torch.no_grad():
-        expected = module(torch.as_tensor(obs)).numpy()
-        u = learner.act(learner.normalise(torch.as_tensor(obs)).expand(2, -1, -1))[1]
-    np.testing.assert_allclose(policy(obs), expected, atol=1e-5)
-    # the exported module is member 1's deterministic action: tanh of the mean
-    np.testing.assert_allclose(expected, (u * SPEC.action_high[0]).numpy(), atol=1e-6)
+    assert_exported_member_matches(learner, SPEC, tmp_path)

@@ -4,6 +4,7 @@ them what they are, on small data, in seconds."""
 import numpy as np
 import pytest
 import torch
+from conftest import assert_exported_member_matches
 
 from droil_ros import algos
 from droil_ros.algos.droco import huber
@@ -115,21 +116,10 @@ def test_batched_member_equals_single_seed_run(name, lqr_dataset, mixed_dataset)
 
 @pytest.mark.parametrize("name", ["iql", "droco"])
 def test_exported_onnx_matches_torch(name, lqr_dataset, mixed_dataset, tmp_path):
-    from droil_ros.policy import OnnxPolicy, export_onnx
-
     learner = algos.create(name, data_for(name, lqr_dataset, mixed_dataset), SPEC, preset="fast",
                            steps=20, n_seeds=2)
     learner.fit(progress=False)
-    module = learner.export_modules()[1]
-    path = export_onnx(module, tmp_path / f"{name}.onnx", SPEC, {"learner": name})
-    obs = np.random.default_rng(0).normal(size=(100, SPEC.obs_dim)).astype(np.float32) * 0.5
-    with torch.no_grad():
-        expected = module(torch.as_tensor(obs)).numpy()
-    np.testing.assert_allclose(OnnxPolicy(path, SPEC)(obs), expected, atol=1e-5)
-    # the deterministic action: tanh of the actor's mean, in robot units
-    with torch.no_grad():
-        u = learner.act(learner.normalise(torch.as_tensor(obs)).expand(2, -1, -1))[1]
-    np.testing.assert_allclose(expected, (u * SPEC.action_high[0]).numpy(), atol=1e-6)
+    assert_exported_member_matches(learner, SPEC, tmp_path)
 
 
 def test_expectile_loss_is_half_mse_at_one_half_and_finds_the_expectile():
