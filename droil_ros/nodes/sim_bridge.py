@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
@@ -40,6 +41,7 @@ from droil_ros.sim.envs import make_env
 from droil_ros.sim.perturb import parse_perturbation
 
 MODES = ("realtime", "lockstep")
+REOFFER_PERIOD = 1.0  # s: lockstep offers state 0 again until a first command answers it
 
 
 class SimBridge(Node):
@@ -93,6 +95,7 @@ class SimBridge(Node):
         self.missed = 0
         self.started = False  # the first command starts the simulated clock (see hold_until_command)
         self.awaiting = False  # lockstep: a published state waits for its command
+        self.offered = 0.0  # lockstep: when the last state was published (monotonic s)
         self.stale_answer = False  # lockstep: the awaited command answers a state before a reset
         self.resume_with = None  # lockstep: what to do on resume for a command that came while paused
         self.action = np.zeros(self.spec.act_dim)  # of the last valid command (zero-order hold)
@@ -170,6 +173,7 @@ class SimBridge(Node):
             self.clock_pub.publish(ClockMsg(clock=stamp))
         if self.mode == "lockstep":
             self.awaiting = True
+            self.offered = time.monotonic()
             self.timeout_timer.reset()
 
     def _on_tick(self) -> None:
@@ -220,9 +224,15 @@ class SimBridge(Node):
     def _on_lockstep_timeout(self) -> None:
         if self.paused or not self.awaiting:
             return
-        if not self.started or self.stale_answer:
+        if self.stale_answer:
             self.stale_answer = False
-            self._publish_state()  # nobody answered yet (discovery): offer the state again
+            self._publish_state()  # the answer to the state before a reset was lost
+            return
+        if not self.started:
+            # nobody answered yet (discovery): offer the state again, but seldom, because a
+            # controller that gets two offers answers both and would put two states in flight
+            if time.monotonic() - self.offered >= REOFFER_PERIOD:
+                self._publish_state()
             return
         self.missed += 1
         self.get_logger().warning(f"lockstep: no command within the timeout, stepped with the held "
