@@ -405,6 +405,8 @@ def build_parser() -> Parser:
                        help="robustness: be_droil config override, e.g. --set k_dual=5")
     bench.add_argument("--threads", type=positive_int, default=1,
                        help=THREADS_HELP + "; evaluation workers use 1 each")
+    bench.add_argument("--thread-priority", type=non_negative_int, default=0,
+                       help="realtime: SCHED_FIFO priority of the policy node's loop (0: OS default)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from droil_ros import algos
@@ -37,8 +40,12 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
                      robot: RobotSpec | None = None, steps: int | None = None, n_seeds: int = 1,
                      seed: int = 0, preset: str = "paper", overrides: dict | None = None,
                      progress: bool = True, log: bool = True,
-                     callback: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train ``algo`` on a dataset (several seeds batched) and export one ONNX file per seed."""
+                     callback: Callable[[dict], None] | None = None, reuse: bool = False) -> TrainResult:
+    """Train ``algo`` on a dataset (several seeds batched) and export one ONNX file per seed.
+
+    Every run leaves ``<out>.run.json``: what was trained (learner, its config and source, data,
+    robot, steps, seeds) and the result. With ``reuse``, a run whose record matches and whose ONNX
+    files exist is not trained again, so a long benchmark stopped midway goes on where it was."""
     if not isinstance(dataset, TransitionDataset):
         dataset = load_dataset(dataset)
     robot = robot or load_spec(dataset.robot_id)
@@ -47,15 +54,36 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
     learner = algos.create(algo, dataset, robot, preset=preset, seed=seed, n_seeds=n_seeds,
                            **(overrides or {}))
     log_path = out.with_suffix(".csv") if log else None
+    paths = policy_paths(out, n_seeds, seed)
+    record_path = out.with_suffix(".run.json")
+    key = _run_key(learner, algo, dataset, robot, steps, n_seeds, seed, preset)
+    if reuse and record_path.is_file() and all(p.is_file() for p in paths):
+        record = json.loads(record_path.read_text())
+        if record.get("key") == key:
+            done = record["result"]
+            return TrainResult(paths, log_path, done["steps"], done["seconds"], done["final"])
     started = time.perf_counter()
     rows = learner.fit(steps, progress=progress, log_path=log_path, desc=f"train {algo}",
                        callback=callback)
     seconds = time.perf_counter() - started
-    paths = policy_paths(out, n_seeds, seed)
     for k, (module, path) in enumerate(zip(learner.export_modules(), paths, strict=True)):
         export_onnx(module, path, robot, {
             "learner": algo, "config": learner.config.to_dict(), "preset": preset,
             "seed": seed + k, "dataset_hash": dataset.hash, "dataset_size": len(dataset),
             "train_steps": learner.step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
-    return TrainResult(paths, log_path, learner.step, seconds, rows[-1] if rows else {})
+    result = TrainResult(paths, log_path, learner.step, seconds, rows[-1] if rows else {})
+    record_path.write_text(json.dumps({"key": key, "result": {
+        k: v for k, v in asdict(result).items() if k in ("steps", "seconds", "final")}}, indent=2,
+        default=float) + "\n")
+    return result
+
+
+def _run_key(learner, algo: str, dataset: TransitionDataset, robot: RobotSpec, steps: int | None,
+             n_seeds: int, seed: int, preset: str) -> dict:
+    """What makes two training runs the same, as JSON (the learner's source file stands for its code)."""
+    source = Path(sys.modules[type(learner).__module__].__file__).read_bytes()
+    return json.loads(json.dumps({
+        "algo": algo, "config": learner.config.to_dict(), "preset": preset,
+        "source_sha256": hashlib.sha256(source).hexdigest(), "dataset_hash": dataset.hash,
+        "robot_hash": robot.hash, "steps": steps, "n_seeds": n_seeds, "seed": seed}, default=str))

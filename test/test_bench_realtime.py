@@ -6,14 +6,15 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 
-from droil_ros.bench.realtime import Settings, run
+from droil_ros.bench.realtime import Settings, run, tick_health
 from droil_ros.errors import DroilError
 
 DOMAIN = random.randint(96, 101)
-TINY = Settings(rates=(200.0, 1000.0), window=1.0, warmup=0.3, swaps=2, swap_spacing=0.5, calls=300,
-                paced_calls=20, train_steps=30, demo_episodes=2)
+TINY = Settings(rates=(200.0, 1000.0), window=1.0, warmup=0.3, swaps=2, swap_spacing=1.0, floor=0.5,
+                calls=300, paced_calls=20, train_steps=30, demo_episodes=2)
 
 
 def _sane(stats: dict) -> None:
@@ -28,6 +29,7 @@ def test_realtime_bench_tiny(tmp_path):
     markdown = (tmp_path / "realtime_quick.md").read_text()
     assert "load average" in markdown and "## 3. Hot-swap at 200 Hz" in markdown
     assert len(payload["load_average_start"]) == 3 and payload["machine"]["versions"]["onnxruntime"]
+    assert payload["cpu_steal"] is None or 0.0 <= payload["cpu_steal"] < 1.0
 
     inference = payload["inference"]
     assert len(inference["runtimes"]) == 6
@@ -53,10 +55,32 @@ def test_realtime_bench_tiny(tmp_path):
         assert 0 < s["parameter_answer_ms"] and 0 < s["first_command_ms"] and 0 < s["swap_status_ms"]
         assert s["node_swap_ms"] > 0
         assert s["old_policy_commands_after"] == 0  # the swap is atomic between two ticks
-    assert payload["swap_summary"]["first_command_ms"]["n"] == 2
+        for window in (s, s["control"]):  # each about 0.5 s + the swap time, at 200 Hz
+            assert 0.4 < window["window_s"] < 1.5 and window["longest_gap_ms"] > 0
+            assert window["late_ticks"] >= 0 and window["missed_ticks"] >= 0
+    summary = payload["swap_summary"]
+    assert summary["first_command_ms"]["n"] == 2
+    assert summary["swap"]["late_ticks"] == sum(s["late_ticks"] for s in swaps)
+    assert summary["control"]["window_s"] == sum(s["control"]["window_s"] for s in swaps)
+    floor = payload["floor"]
+    assert floor["rate_hz"] == 200.0 and 0.45 < floor["window_s"] < 0.6
+    assert "control window" in markdown and "bare Python loop" in markdown
 
 
-def test_a_gymnasium_robot_is_refused(tmp_path):
+def test_late_and_missed_ticks_at_200_hz():
+    ms = 1e-3
+    on_time = tick_health(np.full(10, 5 * ms), 5 * ms)
+    assert (on_time["late_ticks"], on_time["missed_ticks"]) == (0, 0)
+    late = tick_health(np.array([5, 5, 7.6, 2.4, 5]) * ms, 5 * ms)  # one tick 2.6 ms late, none lost
+    assert (late["late_ticks"], late["missed_ticks"]) == (1, 0)
+    skipped = tick_health(np.array([5, 15, 5, 11, 4]) * ms, 5 * ms)  # 2 skipped, then 1 late + 1 skipped
+    assert (skipped["late_ticks"], skipped["missed_ticks"]) == (2, 3)
+    assert skipped["longest_gap_ms"] == 15.0
+
+
+def test_a_gymnasium_robot_and_a_bad_priority_are_refused(tmp_path):
+    with pytest.raises(DroilError, match="thread priority"):
+        run("wheel_legged", tmp_path, Settings(thread_priority=100), domain=DOMAIN)
     with pytest.raises(DroilError, match="observes through Gymnasium"):
         run("hopper", tmp_path, TINY, domain=DOMAIN)
     assert not list(tmp_path.iterdir())

@@ -138,3 +138,26 @@ def test_unknown_learner_and_bad_override(trained, tmp_path):
     proc = run_droil("train", "--algo", "bc", "--data", data, "--out", str(tmp_path / "p.onnx"),
                      "--set", "warp")
     assert proc.returncode == 2 and "--set expects key=value" in proc.stderr
+
+
+def test_a_matching_run_is_reused_and_any_change_retrains(lqr_dataset, tmp_path):
+    """Long benchmarks go on where they stopped: train_and_export(reuse=True) skips a run whose
+    record (learner, config, source, data, robot, steps, seeds) matches and whose files exist."""
+    from droil_ros.pipeline import train_and_export
+
+    out, record = tmp_path / "bc.onnx", tmp_path / "bc.run.json"
+    kwargs = dict(steps=20, n_seeds=2, seed=0, preset="fast", progress=False)
+    first = train_and_export("bc", lqr_dataset, out, **kwargs)
+    written = [p.stat().st_mtime_ns for p in (record, *first.policies)]
+    again = train_and_export("bc", lqr_dataset, out, reuse=True, **kwargs)
+    assert [p.stat().st_mtime_ns for p in (record, *again.policies)] == written  # not trained again
+    assert again.policies == first.policies
+    assert (again.steps, again.seconds) == (first.steps, first.seconds)
+    assert again.final == json.loads(json.dumps(first.final, default=float))
+    for change in ({"steps": 21}, {"seed": 1}, {"overrides": {"lr": 1e-4}}, {}):
+        before = record.stat().st_mtime_ns
+        train_and_export("bc", lqr_dataset, out, reuse=True, **{**kwargs, **change})
+        assert record.stat().st_mtime_ns != before, change  # the record changed each time: retrained
+    first.policies[1].unlink()  # a file lost: trained again
+    train_and_export("bc", lqr_dataset, out, reuse=True, **kwargs)
+    assert first.policies[1].is_file()

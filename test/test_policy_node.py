@@ -7,7 +7,10 @@ rosgraph.py's: this module draws its ROS domain from 101..200.
 """
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +50,7 @@ PERIOD = SPEC.control_dt
 MAX_GAP = 2.5 * PERIOD
 SCHEDULING_STALL = 0.05  # s: the longest pause a loaded 2-core machine gives a 200 Hz loop unasked
 DIAGNOSTICS = "policy: control loop"
+PRIORITY = 10  # SCHED_FIFO priority of the serving node's loop (where the machine permits it)
 # Every command is kept (a deep reliable queue) and timed by its publisher (source_timestamp), so
 # gaps measure the node, not the probe's own scheduling on a busy machine.
 ALL_COMMANDS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000)
@@ -202,7 +206,8 @@ def stack(policies, tmp_path_factory):
     """sim_bridge (realtime) + policy node, shared by TestServingTheSimulator: stand, swap, reject."""
     launch, probe = Launcher(tmp_path_factory.mktemp("stack"), ROS_ENV), Probe(DOMAIN)
     try:
-        launch("policy", policy_path=policies["good"][0], auto_swap="true", diagnostics_period=0.5)
+        probe.policy_proc = launch("policy", policy_path=policies["good"][0], auto_swap="true",
+                                   diagnostics_period=0.5, thread_priority=PRIORITY)
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
         assert probe.transition(Transition.TRANSITION_ACTIVATE)
         launch("sim_bridge", mode="realtime", initial_tilt=0.1)
@@ -312,6 +317,24 @@ class TestServingTheSimulator:
         assert len(recent) > 0.5 / PERIOD and np.any(recent), "the old policy stopped acting"
         assert probe.fallen() is False
 
+    def test_only_the_control_loop_runs_real_time(self, stack, policies):
+        """thread_priority puts the executor thread (the loop) under SCHED_FIFO where permitted,
+        else the node warns and runs on; no other thread has it, the loader included (it starts
+        on the first swap, from the loop's thread)."""
+        probe, proc = stack, stack.policy_proc
+        other = next(str(p) for p in policies["good"] if str(p) != probe.policy_path())
+        asked = time.monotonic()
+        assert probe.set_policy_path(other)[0]
+        assert probe.wait_for(lambda: any(s["ok"] for s in probe.swap_status(asked)), 5.0)
+        node_pid = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])  # timeout's
+        others = [int(t.name) for t in Path(f"/proc/{node_pid}/task").iterdir() if int(t.name) != node_pid]
+        assert others and all(os.sched_getscheduler(tid) == os.SCHED_OTHER for tid in others)
+        if "not permitted" in proc.log_path.read_text():
+            assert os.sched_getscheduler(node_pid) == os.SCHED_OTHER
+        else:
+            assert os.sched_getscheduler(node_pid) == os.SCHED_FIFO
+            assert os.sched_getparam(node_pid).sched_priority == PRIORITY
+
 
 def test_faults_give_the_safe_action(launch, probe, policies):
     launch("policy", policy_path=policies["good"][0], max_obs_age=0.1, diagnostics_period=0.2)
@@ -377,3 +400,12 @@ def test_lifecycle_refuses_a_bad_policy_and_stops_safely(launch, probe, policies
     assert stop(node) == 0  # SIGTERM runs the shutdown transition: a last, safe command
     assert probe.wait_for(lambda: not np.any(probe.last_command()), 2.0), probe.last_command()
     assert "stopped commanding after a safe" in node.log_path.read_text()
+
+
+def test_a_bad_thread_priority_is_one_line_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "droil_ros.nodes.policy", "--ros-args", "-p",
+                           "thread_priority:=100"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, **ROS_ENV))
+    assert proc.returncode == 2, proc.stderr
+    assert "thread_priority must be 0 (OS default) or 1-99, got 100" in proc.stderr
+    assert "Traceback" not in proc.stderr

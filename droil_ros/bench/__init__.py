@@ -27,6 +27,23 @@ def machine_info() -> dict:
     }
 
 
+def cpu_times() -> list[int]:
+    """The machine's cumulative CPU times (/proc/stat, clock ticks; empty where there is none)."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_share(start: list[int], end: list[int]) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two cpu_times(): on a VM, a
+    loop can miss deadlines while no process of this machine runs."""
+    if len(start) < 8 or len(end) < 8:
+        return None
+    total = sum(end[:8]) - sum(start[:8])
+    return (end[7] - start[7]) / total if total > 0 else None
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -109,7 +109,7 @@ def run(out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: int = 0, ste
         learner, which, fixed = CASES[case]
         config = {**fixed, **(droco_overrides if learner == "droco" else {})}
         result = train_and_export(learner, data[which], work / f"{case}.onnx", robot=spec, steps=steps,
-                                  n_seeds=n_seeds, seed=seed, overrides=config)
+                                  n_seeds=n_seeds, seed=seed, overrides=config, reuse=True)
         training[case] = {"learner": learner, "data": which, "overrides": config, "steps": result.steps,
                           "seconds": result.seconds, "final": result.final}
         for k, path in enumerate(result.policies):

@@ -137,7 +137,7 @@ def train_all(jobs: dict[str, tuple[str, TransitionDataset]], work: Path, steps:
     for label, (learner, data) in jobs.items():
         extra = split_overrides(learner, steps, overrides)
         result = train_and_export(learner, data, work / f"{label}.onnx", robot=spec, steps=steps,
-                                  n_seeds=n_seeds, seed=seed, overrides=extra)
+                                  n_seeds=n_seeds, seed=seed, overrides=extra, reuse=True)
         training[label] = {"learner": learner, "overrides": extra, "transitions": len(data),
                            "seconds": result.seconds, "steps_per_second": result.steps_per_second,
                            "final": result.final}

@@ -47,7 +47,7 @@ from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from droil_ros import algos
-from droil_ros.bench import machine_info, markdown_table, write_results
+from droil_ros.bench import cpu_times, machine_info, markdown_table, steal_share, write_results
 from droil_ros.bringup import BringupNode, command
 from droil_ros.data.collect import collect
 from droil_ros.errors import DroilError
@@ -58,7 +58,8 @@ from droil_ros.robots.spec import RobotSpec, load_spec
 from droil_ros.sim.envs import make_env
 
 POOL_SECONDS = 3.0  # of distinct states, sent in turn (the node acts on input at most 3 periods old)
-MISSED = 1.5  # a gap between two published commands longer than this many periods is a missed tick
+LATE = 1.5  # a gap between two published commands longer than this many periods ends in a late tick
+SWAP_MARGIN = 0.25  # s of a swap window before the request and after the first new command
 DOMAINS = range(96, 102)  # private ROS domain of a bench run (as its test; other tests use 1..95)
 GRACE = 5.0  # s the node gets to exit on SIGTERM
 DIAGNOSTICS = "policy: control loop"
@@ -72,8 +73,10 @@ class Settings:
     window: float = 20.0  # s of states measured per rate
     warmup: float = 1.0  # s between the first matched command and the window
     swap_rate: float = 200.0
-    swaps: int = 10
-    swap_spacing: float = 1.0  # s between two swap requests
+    swaps: int = 20
+    swap_spacing: float = 1.5  # s between two swap requests (room for a control window between)
+    floor: float = 10.0  # s of a bare sleep loop at the swap rate: the machine's own late ticks
+    thread_priority: int = 0  # the node's (and the floor loop's) SCHED_FIFO priority; 0: OS default
     calls: int = 20_000  # inference calls per runtime, back to back
     paced_calls: int = 1000  # and one per control period, as in the loop (caches cool in between)
     train_steps: int = 300  # the policies only need to be real trained MLPs, not good ones
@@ -81,8 +84,8 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(window=3.0, warmup=0.5, swaps=3, swap_spacing=0.6, calls=2000, paced_calls=200,
-                 train_steps=100, demo_episodes=4)
+QUICK = Settings(window=3.0, warmup=0.5, swaps=3, swap_spacing=1.2, floor=2.0, calls=2000,
+                 paced_calls=200, train_steps=100, demo_episodes=4)
 
 
 def _stats_us(seconds) -> dict:
@@ -387,29 +390,67 @@ def closed_loop_stats(probe: Probe, rate: float, w0: int, w1: int, before: dict,
         values = [float(d[key]) for d in periods if d[key] != "n/a"]
         node[key] = float(np.median(values)) if values else None
     return {
+        **tick_health(gaps, period),
         "rate_hz": rate, "window_s": (w1 - w0) * 1e-9, "ticks_expected": int(round((w1 - w0) * 1e-9 * rate)),
         "states_sent": len(in_window), "states_answered": len(answered),
         "commands_received": len(published),
         "commands_lost": int(seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0,
         "commands_repeated": repeats, "commands_safe": safe, "commands_unmatched": unmatched,
         "latency_ms": _stats_ms(latency), "latency_probe_callback_ms": _stats_ms(latency_cb),
-        "missed_ticks": int(np.sum(gaps > MISSED * period)),
-        "longest_gap_ms": float(gaps.max() * 1e3) if gaps.size else None,
         "interval_jitter_us": _stats_us(np.abs(gaps - period)) if gaps.size else None,
         "node": node,
     }
 
 
-def _gaps_between(probe: Probe, t0: int, t1: int) -> np.ndarray:
+def tick_health(gaps: np.ndarray, period: float) -> dict:
+    """Late ticks: gaps > LATE periods between two commands (the second tick came late). Missed
+    ticks: periods that passed without a command (a ROS timer that falls more than a period
+    behind skips the ticks it missed; a late tick followed by one on time misses none)."""
+    missed = int(round(gaps.sum() / period)) - gaps.size
+    return {"window_s": float(gaps.sum()), "late_ticks": int(np.sum(gaps > LATE * period)),
+            "missed_ticks": max(missed, 0),
+            "longest_gap_ms": float(gaps.max() * 1e3) if gaps.size else None}
+
+
+def _window_health(probe: Probe, t0: int, t1: int, period: float) -> dict:
     published = np.array(sorted(c[1] for c in list(probe.commands) if t0 <= c[1] <= t1), dtype=np.int64)
-    return np.diff(published) * 1e-9
+    return tick_health(np.diff(published) * 1e-9, period)
+
+
+def sleep_loop_floor(rate: float, seconds: float, priority: int) -> dict:
+    """The machine's own share of late ticks: a bare Python loop sleeping to the same deadlines as
+    the node (in a thread at the node's priority), doing nothing else. What this misses no node
+    can keep."""
+    result = {}
+
+    def loop():
+        if priority:
+            with contextlib.suppress(PermissionError):
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        result["fifo"] = os.sched_getscheduler(0) == os.SCHED_FIFO
+        period, ticks = 1.0 / rate, []
+        deadline = time.monotonic() + period
+        for _ in range(int(seconds * rate)):
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            ticks.append(time.monotonic())
+            deadline += period
+            while deadline < ticks[-1]:  # as a ROS timer: skip the deadlines already past
+                deadline += period
+        result["gaps"] = np.diff(ticks)
+
+    thread = threading.Thread(target=loop, name="floor")
+    thread.start()
+    thread.join()
+    return {"rate_hz": rate, "fifo": result["fifo"], **tick_health(result["gaps"], 1.0 / rate)}
 
 
 def hot_swaps(probe: Probe, node: NodeProcess, paths: list[Path], ids: list[str], settings: Settings) -> list:
     """Alternate ``policy_path`` between the two policies; per swap the request -> parameter
     answer, -> first command of the new policy, -> ~/swap_status times, the node's own swap_ms,
-    and missed ticks from 0.25 s before the request to 0.25 s after the first new command."""
+    and the tick health from SWAP_MARGIN before the request to SWAP_MARGIN after the first new
+    command, and in a control window of the same length just before it, with no swap."""
     period = 1.0 / settings.swap_rate
+    margin = int(SWAP_MARGIN * 1e9)
     swaps = []
     for i in range(settings.swaps):
         new = (i + 1) % 2
@@ -428,19 +469,21 @@ def hot_swaps(probe: Probe, node: NodeProcess, paths: list[Path], ids: list[str]
             raise DroilError(f"policy_path refused: {result.reason}")
         diagnostics = probe.wait_for(lambda first=first: probe.diagnostics_after(first[0]), 5.0, node,
                                      "diagnostics")
+        w0, w1 = asked - margin, first[1] + margin
+        # the next request leaves room for its control window after this swap's window
         time.sleep(max(0.0, asked * 1e-9 + settings.swap_spacing - time.time(),
-                       first[1] * 1e-9 + 0.3 - time.time()))
+                       (w1 + (w1 - w0)) * 1e-9 + 0.1 + SWAP_MARGIN - time.time()))
         old = probe.keys[1 - new]
         old_after = sum(1 for c in list(probe.commands)
                         if c[0] > first[0] and c[4] in old and c[4] not in probe.ambiguous)
-        gaps = _gaps_between(probe, asked - 250_000_000, first[1] + 250_000_000)
+        health = _window_health(probe, w0, w1, period)
+        control = _window_health(probe, w0 - (w1 - w0) - 50_000_000, w0 - 50_000_000, period)
         swaps.append({
             "to": ids[new], "parameter_answer_ms": (answered[0] - asked) * 1e-6,
             "first_command_ms": (first[0] - asked) * 1e-6, "swap_status_ms": (status[0] - asked) * 1e-6,
             "node_swap_ms": float(diagnostics["swap_ms"]),
-            "old_policy_commands_after": old_after,
-            "window_s": float(gaps.sum()), "missed_ticks": int(np.sum(gaps > MISSED * period)),
-            "longest_gap_ms": float(gaps.max() * 1e3),
+            "old_policy_commands_after": old_after, **health,
+            "control": control,
         })
     return swaps
 
@@ -452,7 +495,8 @@ def serve(spec: RobotSpec, rate: float, paths: list[Path], policies: list[OnnxPo
     swaps = 3 * settings.swaps * settings.swap_spacing if swap else 0
     limit = 60 + settings.warmup + settings.window + swaps
     node = NodeProcess({"robot": spec.id, "policy_path": str(paths[0]), "control_rate_hz": float(rate),
-                        "autostart": True, "diagnostics_period": 0.5},
+                        "autostart": True, "diagnostics_period": 0.5,
+                        "thread_priority": settings.thread_priority},
                        env, work / f"policy_{rate:g}hz.log", limit)
     try:
         probe = Probe(domain, spec, policies, seed, int(POOL_SECONDS * rate))
@@ -507,6 +551,10 @@ def _localhost_discovery():
 # report ------------------------------------------------------------------------------------------
 
 
+def _percent(share: float | None) -> float | None:
+    return None if share is None else 100.0 * share
+
+
 def _f(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -525,7 +573,7 @@ def report(payload: dict, command_line: str) -> str:
                           _f(callback["p50"]), _f(callback["p99"])])
         jitter = r["interval_jitter_us"] or {}
         health_rows.append([f"{r['rate_hz']:g}", r["ticks_expected"], r["commands_received"],
-                            r["commands_lost"], r["missed_ticks"], _f(r["longest_gap_ms"]),
+                            r["commands_lost"], r["late_ticks"], r["missed_ticks"], _f(r["longest_gap_ms"]),
                             _f(jitter.get("p50"), 0), _f(jitter.get("p99"), 0),
                             f"{node['overruns']} / {node['ticks']}", node["faults_stale"],
                             r["commands_safe"], r["commands_unmatched"],
@@ -533,10 +581,13 @@ def report(payload: dict, command_line: str) -> str:
     swaps = payload["swaps"]
     swap_rows = [[i + 1, s_["to"], _f(s_["parameter_answer_ms"]), _f(s_["first_command_ms"]),
                   _f(s_["swap_status_ms"]), _f(s_["node_swap_ms"], 1), s_["old_policy_commands_after"],
-                  s_["missed_ticks"], _f(s_["longest_gap_ms"])] for i, s_ in enumerate(swaps)]
-    summary = payload["swap_summary"]
+                  f"{s_['late_ticks']} / {s_['missed_ticks']}", _f(s_["longest_gap_ms"]),
+                  f"{s_['control']['late_ticks']} / {s_['control']['missed_ticks']}",
+                  _f(s_["control"]["longest_gap_ms"])] for i, s_ in enumerate(swaps)]
+    summary, floor = payload["swap_summary"], payload["floor"]
     swap_rate = s["swap_rate"]
-    base = next(r for r in payload["closed_loop"] if r["rate_hz"] == swap_rate)
+    priority = (f"SCHED_FIFO priority {s['thread_priority']} (`thread_priority`)" if s["thread_priority"]
+                else "the OS default scheduling")
     machine = payload["machine"]
     return (
         f"# Real-time serving{' (quick)' if payload['quick'] else ''}\n\n"
@@ -547,8 +598,9 @@ def report(payload: dict, command_line: str) -> str:
         f"{machine['python']}, onnxruntime {machine['versions']['onnxruntime']}, torch "
         f"{machine['versions']['torch']}; **shared with other jobs: load average "
         f"{load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} (1/5/15 min) at start, {load1[0]:.2f} at end**, "
-        f"niceness {payload['niceness']}. The node and the probe run at that niceness without "
-        f"real-time scheduling, on CPUs shared with that load: the tails measure the contention as "
+        f"CPU time stolen by the hypervisor during the run: {_f(_percent(payload['cpu_steal']), 1)} %, "
+        f"niceness {payload['niceness']}. The node's control loop runs under {priority}, the probe at "
+        f"the OS default, on CPUs shared with that load: the tails measure the contention as "
         f"much as the software. Wall time {payload['wall_seconds']:.0f} s.\n\n"
         f"Reproduce: `{command_line}`\n\n"
         f"## 1. Inference, one observation per call (µs)\n\n"
@@ -578,12 +630,14 @@ def report(payload: dict, command_line: str) -> str:
         + markdown_table(["rate Hz", "states answered", "p50", "p99", "max", "min", "callback p50",
                           "callback p99"], loop_rows)
         + f"\nLoop health over the same windows, from the node's publish timestamps (DDS source "
-        f"timestamps) and its `/diagnostics`: a missed tick is a gap > {MISSED:g} periods between two "
-        f"published commands; jitter = |interval - period|; overruns and stale faults are the node's "
+        f"timestamps) and its `/diagnostics`: a late tick ends a gap > {LATE:g} periods between two "
+        f"published commands; a missed tick is a period without any command (a ROS timer more "
+        f"than a period behind skips the ticks it missed); jitter = |interval - period|; overruns "
+        f"and stale faults are the node's "
         f"counters; safe = zero-torque commands (the node's answer to stale input); unmatched = "
         f"non-zero commands that match no state (expect 0); node inference = the node's own "
         f"timing of the policy call, median over its 0.5 s diagnostics periods.\n\n"
-        + markdown_table(["rate Hz", "ticks expected", "commands", "lost", "missed ticks",
+        + markdown_table(["rate Hz", "ticks expected", "commands", "lost", "late ticks", "missed ticks",
                           "longest gap ms", "jitter p50 µs", "jitter p99 µs", "node overruns / ticks",
                           "stale faults", "safe", "unmatched", "node inference p50 / p99 µs"],
                          health_rows)
@@ -593,27 +647,38 @@ def report(payload: dict, command_line: str) -> str:
         f"before the request: the parameter service's answer, the DDS receipt of the first command "
         f"computed by the new policy (matched by value), and of `~/swap_status` reporting it; "
         f"`node` is the node's own request-to-first-action time (`swap_ms` in `/diagnostics`). "
-        f"Missed ticks: gaps > {MISSED:g} periods between published commands from 0.25 s before the "
-        f"request to 0.25 s after the first new command; `old after` = commands of the old policy "
-        f"received after the first of the new one (expect 0).\n\n"
+        f"`old after` = commands of the old policy received after the first of the new one "
+        f"(expect 0). Late / missed ticks (as in section 2) in the swap window, from "
+        f"{SWAP_MARGIN:g} s before the request to {SWAP_MARGIN:g} s after the first new command, "
+        f"and in a control window of the same length just before it, with no swap: what the "
+        f"swap adds is the difference.\n\n"
         + markdown_table(["swap", "to", "parameter answer", "first new command", "swap_status", "node",
-                          "old after", "missed ticks", "longest gap ms"], swap_rows)
+                          "old after", "late / missed ticks", "longest gap ms",
+                          "control: late / missed", "control: longest gap ms"], swap_rows)
         + f"\nFirst new command: median {_f(summary['first_command_ms']['p50'])} ms, max "
-        f"{_f(summary['first_command_ms']['max'])} ms. Missed ticks across all swaps: "
-        f"{summary['missed_ticks']} in {summary['window_s']:.1f} s of windows; without swaps the same "
-        f"node missed {base['missed_ticks']} in its {base['window_s']:.0f} s latency window "
-        f"(expected in the swap windows at that background rate: {summary['missed_expected']:.1f}).\n"
+        f"{_f(summary['first_command_ms']['max'])} ms. Across all swap windows "
+        f"({summary['swap']['window_s']:.1f} s): **{summary['swap']['late_ticks']} late and "
+        f"{summary['swap']['missed_ticks']} missed ticks**; across the control windows "
+        f"({summary['control']['window_s']:.1f} s): {summary['control']['late_ticks']} late and "
+        f"{summary['control']['missed_ticks']} missed.\n\n"
+        f"The machine's floor: a bare Python loop in this process sleeping to {swap_rate:g} Hz "
+        f"deadlines for {floor['window_s']:.0f} s, doing nothing else "
+        f"({'SCHED_FIFO' if floor['fifo'] else 'OS default scheduling'}), had "
+        f"{floor['late_ticks']} late and {floor['missed_ticks']} missed ticks (longest gap "
+        f"{_f(floor['longest_gap_ms'])} ms): on this machine no loop avoids those.\n"
     )
 
 
 def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, quick: bool = False,
         domain: int | None = None) -> dict:
     started = time.time()
-    load_start = os.getloadavg()
+    load_start, cpu_start = os.getloadavg(), cpu_times()
     spec = load_spec(robot)
     if not spec.uses_sensor_observation:
         raise DroilError(f"the realtime bench serves robots observed through JointState + Imu; "
                          f"'{spec.id}' observes through Gymnasium")
+    if not 0 <= settings.thread_priority <= 99:
+        raise DroilError(f"thread priority must be 0 (OS default) or 1-99, got {settings.thread_priority}")
     if settings.swap_rate not in settings.rates:
         raise DroilError(f"swap rate {settings.swap_rate:g} Hz must be one of the rates {settings.rates}")
     domain = random.choice(DOMAINS) if domain is None else domain
@@ -636,22 +701,28 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
             print(f"{rate:g} Hz: latency p50 {_f(lat['p50'])} p99 {_f(lat['p99'])} max {_f(lat['max'])} ms, "
                   f"{result['states_answered']}/{result['states_sent']} states answered, "
                   f"{result['missed_ticks']} missed ticks", flush=True)
+        floor = sleep_loop_floor(settings.swap_rate, settings.floor, settings.thread_priority)
+        print(f"bare sleep loop at {settings.swap_rate:g} Hz: {floor['late_ticks']} late, "
+              f"{floor['missed_ticks']} missed ticks in {floor['window_s']:.0f} s", flush=True)
     swaps = next(r for r in closed_loop if r["rate_hz"] == settings.swap_rate).pop("swaps")
-    base = next(r for r in closed_loop if r["rate_hz"] == settings.swap_rate)
-    window = sum(s["window_s"] for s in swaps)
     summary = {key: _stats_ms(np.array([s[key] for s in swaps]) * 1e6)
                for key in ("parameter_answer_ms", "first_command_ms", "swap_status_ms")}
-    summary.update(missed_ticks=sum(s["missed_ticks"] for s in swaps), window_s=window,
-                   missed_expected=base["missed_ticks"] / base["window_s"] * window)
+    for name, windows in (("swap", swaps), ("control", [s["control"] for s in swaps])):
+        summary[name] = {key: sum(w[key] for w in windows)
+                         for key in ("window_s", "late_ticks", "missed_ticks")}
     payload = {
         "robot": spec.id, "quick": quick, "seed": seed, "hidden": hidden, "dataset_size": len(dataset),
         "settings": asdict(settings), "domain": domain, "niceness": os.nice(0),
         "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
+        "cpu_steal": steal_share(cpu_start, cpu_times()),
         "inference": inference, "closed_loop": closed_loop, "swaps": swaps, "swap_summary": summary,
+        "floor": floor,
         "wall_seconds": time.time() - started, "machine": machine_info(),
     }
-    tag = "realtime_quick" if quick else "realtime"
-    command_line = f"droil bench realtime --robot {robot} --seed {seed}" + (" --quick" if quick else "")
+    tag = ("realtime_quick" if quick else "realtime") + (
+        f"_fifo{settings.thread_priority}" if settings.thread_priority else "")
+    command_line = (f"droil bench realtime --robot {robot} --seed {seed}" + (" --quick" if quick else "")
+                    + (f" --thread-priority {settings.thread_priority}" if settings.thread_priority else ""))
     markdown = report(payload, command_line)
     write_results(out_dir, tag, payload, markdown)
     print(markdown)
@@ -661,6 +732,7 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
 def main(args) -> int:
     settings = QUICK if args.quick else FULL
     settings = replace(settings, train_steps=args.steps or settings.train_steps,
-                       demo_episodes=args.episodes or settings.demo_episodes)
+                       demo_episodes=args.episodes or settings.demo_episodes,
+                       thread_priority=args.thread_priority)
     run(args.robot, Path(args.out), settings, seed=args.seed, quick=args.quick)
     return 0

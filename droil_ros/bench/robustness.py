@@ -78,7 +78,7 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
     for learner in learners:
         result = train_and_export(learner, dataset, work / f"{learner}.onnx", robot=spec,
                                   steps=steps, n_seeds=n_seeds, seed=seed,
-                                  overrides=overrides if learner.startswith("be_droil") else None)
+                                  overrides=overrides if learner.startswith("be_droil") else None, reuse=True)
         training[learner] = {"steps": result.steps, "seconds": result.seconds,
                              "steps_per_second": result.steps_per_second, "final": result.final}
         for k, path in enumerate(result.policies):

@@ -28,12 +28,20 @@ keeps acting and ``policy_path`` is set back to it. The outcome of every load (a
 auto-swap refused at once) is published, latched, on ``~/swap_status`` as JSON
 ``{"path", "ok", "reason", "policy_id"}`` (policy_id: the policy acting after the attempt); when
 requests overlap, the newest wins and older ones report "superseded".
+
+Keeping ticks on time in Python: the loader starts just after a tick, and the GIL switch interval
+is 0.5 ms, so the part of a load that holds the GIL (about 1.5 ms to build the ONNX Runtime
+session) ends before the next tick; the heap is collected and frozen after configure and after each
+load, so no full garbage collection (about 20 ms) lands on a tick; ``thread_priority`` puts the
+loop's thread under SCHED_FIFO where that is permitted.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -69,6 +77,9 @@ from droil_ros.robots.spec import RobotSpec
 
 FAULT_KINDS = ("stale", "nan", "bad_input", "no_policy", "policy_error", "estop")
 OVERRUN = 1.5  # a tick period longer than this many nominal periods is an overrun
+# s a thread may keep the GIL while another waits for it (Python's default, 5 ms, is a 200 Hz period):
+# the control loop gets it back from the hot-swap loader within this
+GIL_SWITCH_INTERVAL = 0.0005
 
 
 class Fault(Exception):
@@ -90,6 +101,18 @@ def load_policy(path: str, spec: RobotSpec) -> OnnxPolicy:
     policy = OnnxPolicy(path, spec)
     policy(np.zeros(policy.obs_dim))
     return policy
+
+
+def _default_scheduling() -> None:
+    """The loader thread must not inherit the control loop's real-time priority."""
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def settle_heap() -> None:
+    """Collect, then freeze what is left: a full collection of the node's heap takes about 20 ms
+    (four 200 Hz periods) and would come at a random tick; frozen objects are never scanned again."""
+    gc.collect()
+    gc.freeze()
 
 
 def _percentiles_us(samples: list[float]) -> tuple[str, str]:
@@ -117,6 +140,10 @@ class PolicyNode(LifecycleNode):
             "the safe action is sent (default: 3 control periods)", read_only=True)).value
         declare("auto_swap", False, describe(
             "hot-swap to the policy paths announced on /droil/policy_updates"))
+        priority = declare("thread_priority", 0, describe(
+            "SCHED_FIFO priority (1-99) of the control loop's thread, as ros2_control's; 0: the OS "
+            "default. Needs root, CAP_SYS_NICE or an rtprio limit: refused, the node warns and runs on",
+            read_only=True)).value
         diagnostics_period = declare("diagnostics_period", 1.0, describe(
             "seconds between /diagnostics messages (latencies are over this period)",
             read_only=True)).value
@@ -128,6 +155,8 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning(f"control_rate_hz {self.rate:g} differs from the robot spec's "
                                       f"{self.spec.control_rate_hz:g}: policies were trained at that rate")
         self.period = 1.0 / self.rate
+        if priority:
+            self._set_fifo(priority)
         self.safe_command = command_msg(np.zeros(len(self.spec.actuators)))
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
 
@@ -157,7 +186,8 @@ class PolicyNode(LifecycleNode):
         self.loop: list[float] = []
 
         # hot-swap: one loader thread; results come back to the executor through a guard condition
-        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy_loader")
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy_loader",
+                                         initializer=_default_scheduling)
         self.tick_done = threading.Event()  # the loader starts right after a tick (see _load)
         self.loaded: SimpleQueue = SimpleQueue()
         self.loaded_guard = self.create_guard_condition(self._on_loaded)
@@ -183,6 +213,19 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(f"{self.spec.id}: {self.rate:g} Hz, max_obs_age {self.max_obs_age:g} s; "
                                + ("configuring and activating" if autostart else
                                   "unconfigured (configure and activate through ~/change_state)"))
+
+    def _set_fifo(self, priority: int) -> None:
+        """The executor thread (this one) runs the control loop: real-time scheduling for it alone,
+        so that ordinary processes cannot delay a tick (DDS threads already exist and keep theirs)."""
+        if not 1 <= priority <= 99:
+            raise DroilError(f"thread_priority must be 0 (OS default) or 1-99, got {priority}")
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except PermissionError:
+            self.get_logger().warning(f"thread_priority {priority}: not permitted (needs CAP_SYS_NICE or an "
+                                      f"rtprio limit); the control loop runs at the OS default")
+        else:
+            self.get_logger().info(f"control loop thread: SCHED_FIFO priority {priority}")
 
     def _autostart(self) -> None:
         self.destroy_timer(self.autostart_timer)
@@ -211,6 +254,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning("configured without a policy: the safe action until policy_path is set")
         else:
             self.get_logger().info(f"configured: policy {self.policy.policy_id}")
+        settle_heap()
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -389,6 +433,7 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # PolicyError, and anything else: the old policy must stay
             result = (request, None, str(exc) if isinstance(exc, PolicyError)
                       else f"{request.path}: {type(exc).__name__}: {exc}")
+        settle_heap()
         self.loaded.put(result)
         self.loaded_guard.trigger()
 
@@ -478,6 +523,7 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     return spin_lifecycle_node(PolicyNode, args)
 
 
