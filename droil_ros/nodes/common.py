@@ -137,34 +137,28 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
     return 0
 
 
-def _interrupt(signum, frame):
-    """The first SIGINT/SIGTERM interrupts the executor; later ones are ignored so that they cannot
-    break the shutdown transition (``timeout`` and process-group kills deliver a signal twice)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def spin_lifecycle_node(node_factory: Callable[[], LifecycleNode], args: list[str] | None = None) -> int:
     """spin_node for lifecycle nodes: SIGINT and SIGTERM take the node through its shutdown
     transition, so it can still publish (e.g. a last safe command); rclpy's own signal handlers
-    would shut the context down first. Python runs signal handlers between waits, hence the
-    0.1 s wait limit."""
+    would shut the context down first. The handler only sets a flag that the loop checks between
+    executor waits (at most 0.1 s): an exception raised from a handler would land in whatever
+    runs at that moment, a tick's publish or rclpy turning a message into Python (which then
+    fails with an unrelated RuntimeError)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_requested = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: stop_requested.append(signum))
     node = None
     try:
         node = node_factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok():
+        while rclpy.ok() and not stop_requested:
             executor.spin_once(timeout_sec=0.1)
-    except KeyboardInterrupt:
-        if node is not None:
+        if stop_requested:
             try:
                 node.trigger_shutdown()
-            except RuntimeError:  # rclpy's RCLError: finalized already, or interrupted mid-transition
+            except RuntimeError:  # rclpy's RCLError: finalized already
                 pass
     except (DroilError, ParameterException) as exc:
         print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
