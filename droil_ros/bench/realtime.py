@@ -665,7 +665,7 @@ def report(payload: dict, command_line: str) -> str:
         f"deadlines for {floor['window_s']:.0f} s, doing nothing else "
         f"({'SCHED_FIFO' if floor['fifo'] else 'OS default scheduling'}), had "
         f"{floor['late_ticks']} late and {floor['missed_ticks']} missed ticks (longest gap "
-        f"{_f(floor['longest_gap_ms'])} ms): on this machine no loop avoids those.\n"
+        f"{_f(floor['longest_gap_ms'])} ms): what the machine alone takes from a loop.\n"
     )
 
 
