@@ -13,10 +13,10 @@ from droil_ros.errors import DroilError
 TINY = ["--quick", "--steps", "20", "--episodes", "1", "--workers", "1"]
 
 
-def bench(name, tmp_path, *extra):
-    args = build_parser().parse_args(["bench", name, *TINY, "--out", str(tmp_path), *extra])
+def bench(name, tmp_path, *extra, robot="wheel_legged"):
+    args = build_parser().parse_args(["bench", name, *TINY, "--out", str(tmp_path), "--robot", robot, *extra])
     assert args.func(args) in (0, None)
-    tag = name.replace("-", "_") + "_wheel_legged_quick"
+    tag = name.replace("-", "_") + f"_{robot}_quick"
     payload = json.loads((tmp_path / f"{tag}.json").read_text())
     return payload, (tmp_path / f"{tag}.md").read_text(), tmp_path / tag
 
@@ -24,7 +24,7 @@ def bench(name, tmp_path, *extra):
 def check_scores(payload, workdir):
     """Every score is the normalisation of the evaluated returns, against the references."""
     ref = payload["references"]
-    assert ref["expert"]["mean"] > ref["zero"]["mean"] + 500  # the LQR stands, zero torque falls
+    assert ref["expert"]["mean"] > ref["zero"]["mean"] + 500  # the expert acts, zero torque falls
     evaluation = json.loads((workdir / "eval.json").read_text())
     for label, row in payload["table"].items():
         for seed, value in zip(payload["seeds"], row["scores"], strict=True):
@@ -55,6 +55,19 @@ def test_small_data_bench_tiny(tmp_path, monkeypatch):
     assert len(list(workdir.glob("dmil@0.02_seed*.onnx"))) == 2
 
 
+def test_small_data_on_hopper_uses_the_committed_expert(tmp_path, monkeypatch):
+    """The seeds' ground: the expert's rollouts (2 % of the full set is DRBC's dataset size)."""
+    assert data_regimes.LOCOMOTION_FULL["hopper"] * 0.02 == 2000
+    monkeypatch.setattr(data_regimes, "LOCOMOTION_FULL", {"hopper": 300})
+    payload, markdown, workdir = bench("small-data", tmp_path, "--seeds", "1", "--learner", "bc",
+                                       robot="hopper")
+    assert payload["robot"] == "hopper"
+    assert {k: v["size"] for k, v in payload["datasets"].items()} == {"1": 300, "0.1": 30, "0.05": 15,
+                                                                      "0.02": 6}
+    check_scores(payload, workdir)  # the reference expert is models/experts/hopper.onnx
+    assert "models/experts/hopper.onnx" in markdown and "--robot hopper" in markdown
+
+
 def test_mixed_data_bench_tiny(tmp_path, monkeypatch):
     monkeypatch.setattr(data_regimes, "MIXED", dict(expert_episodes=5, expert_seconds=1.0, moved_to_other=3,
                                                     weak_episodes=2, weak_seconds=1.0, noise=1.0))
@@ -71,7 +84,7 @@ def test_mixed_data_bench_tiny(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--robot", "hopper"], "defined for 'wheel_legged' only"),
+    (["--robot", "hopper"], "mixed-data benchmark is defined for 'wheel_legged' only"),
     (["--learner", "gail"], r"unknown mixed-data learner\(s\) \['gail'\]"),
     (["--set", "rho=0.2"], r"--set keys \['rho'\] belong to none of the learners"),
 ])

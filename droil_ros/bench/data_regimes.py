@@ -1,19 +1,23 @@
 """``droil bench small-data`` and ``droil bench mixed-data``: the DMIL seed's two data regimes
-(BENCHMARKS.md section 2) on the wheel-legged robot, task ``stand``, evaluated nominally.
+(BENCHMARKS.md section 2), evaluated nominally.
 
-small-data: the LQR expert's 10,000 transitions (20 episodes of 2.5 s from random tilts, the
-robustness benchmark's data), subsampled at random **by transition** to 100/10/5/2 % as in the
-DMIL paper and D2C (one permutation drawn from ``--seed``, so the subsets are nested; 2 % of 20
-episodes would be under one episode). Learners: bc, bc_dyn, bc_dyn_2phase, dmil.
+small-data, on the wheel-legged robot (task ``stand``): the LQR expert's 10,000 transitions (20
+episodes of 2.5 s from random tilts, the robustness benchmark's data); on a Gymnasium robot with a
+committed expert (``--robot hopper``, ...; the seeds' ground): ``LOCOMOTION_FULL`` transitions of
+deterministic expert rollouts (``droil expert dataset``), whose 2 % is DRBC's dataset size.
+Subsampled at random **by transition** to 100/10/5/2 % as in the DMIL paper and D2C (one
+permutation drawn from ``--seed``, so the subsets are nested; 2 % of 20 episodes would be under
+one episode). Learners: bc, bc_dyn, bc_dyn_2phase, dmil.
 
-mixed-data (D2MIL's exp-med-X split, X = 0.6): 10 LQR expert episodes of 2.5 s; 4 of them
+mixed-data (D2MIL's exp-med-X split, X = 0.6; wheel-legged only): 10 LQR expert episodes of 2.5 s; 4 of them
 form D_E (quality 'expert'); D_O (quality 'other') holds the other 6 plus two weaker
 demonstrators for standing: the LQR of the ``drive`` task (tracks 0.2 m/s, so it rolls away:
 biased actions) and a noisy LQR (Gaussian action noise, std = the half range), 8 episodes of
 5 s each. Learners: bc on D_E only, bc on D_E U D_O, dwbc, d2mil.
 
-Score: 100 (R - R_zero) / (R_expert - R_zero), with the LQR expert and the zero-torque policy
-measured in the same run on the same episode seeds; mean and std over training seeds.
+Score: 100 (R - R_zero) / (R_expert - R_zero), with the expert (LQR, or the committed ONNX
+expert) and the zero-torque policy measured in the same run on the same episode seeds; mean and
+std over training seeds.
 Learners use the ``paper`` preset; the model-rollout schedule (DMIL's 1,000-step warm-up and
 refresh every 1,000 steps, meant for 1M steps) is scaled to the step budget: both are
 steps / 20 (exactly the spec's values at the default 20,000 steps), and DWBC's discriminator
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from droil_ros import algos
+from droil_ros import algos, experts
 from droil_ros.bench import machine_info, markdown_table, write_results
 from droil_ros.bench.robustness import expert_dataset
 from droil_ros.data.collect import NoisyController, collect
@@ -45,6 +49,8 @@ from droil_ros.sim.lqr import LQRController
 from droil_ros.sim.rollout import make_controller
 
 ROBOT = "wheel_legged"
+# transitions of the full expert set on a Gymnasium robot: 2 % of it is DRBC's dataset size
+LOCOMOTION_FULL = {robot: 50 * size for robot, size in experts.DATASET_SIZES.items()}
 FRACTIONS = (1.0, 0.1, 0.05, 0.02)
 SMALL_LEARNERS = ("bc", "bc_dyn", "bc_dyn_2phase", "dmil")
 # label -> (learner, the part of the mixed data it trains on)
@@ -130,10 +136,10 @@ def score(ret: float, ref: dict) -> float:
 
 
 def train_all(jobs: dict[str, tuple[str, TransitionDataset]], work: Path, steps: int, n_seeds: int,
-              seed: int, overrides: dict) -> tuple[dict, dict]:
+              seed: int, overrides: dict, robot: str = ROBOT) -> tuple[dict, dict]:
     """Train each job (label -> learner, data) with its seeds batched; ONNX policies per seed."""
     training, policies = {}, {}
-    spec = load_spec(ROBOT)
+    spec = load_spec(robot)
     for label, (learner, data) in jobs.items():
         extra = split_overrides(learner, steps, overrides)
         result = train_and_export(learner, data, work / f"{label}.onnx", robot=spec, steps=steps,
@@ -166,17 +172,20 @@ def settings(args) -> tuple[int, int, int]:
 def protocol(name: str, args, steps: int, episodes: int, seeds: list[int], grid, ref: dict,
              seconds: float) -> str:
     """The paragraph every table of this module starts with: training, evaluation, command."""
-    command = (f"droil bench {name}" + (" --quick" if args.quick else "") + f" --steps {steps} --episodes "
-               f"{episodes} --seeds {args.seeds} --seed {args.seed}"
+    robot = f" --robot {args.robot}" if args.robot != ROBOT else ""
+    expert = "LQR" if args.robot == ROBOT else f"models/experts/{args.robot}.onnx"
+    length = f"{grid.seconds:g} s" if grid.seconds else "full-length"
+    command = (f"droil bench {name}{robot}" + (" --quick" if args.quick else "")
+               + f" --steps {steps} --episodes {episodes} --seeds {args.seeds} --seed {args.seed}"
                + "".join(f" --learner {k}" for k in args.learner) + "".join(f" --set {k}" for k in args.set))
     dwbc = f", DWBC's discriminator stepped every {max(1, steps // 5000)}" if name == "mixed-data" else ""
     return (f"Learners: preset `paper`, {steps} steps, batch 256, seeds {seeds} (batched); model warm-up "
             f"and rollout refresh every {max(1, steps // 20)} steps{dwbc} (schedules scaled to the "
             f"budget, see droil_ros/bench/data_regimes.py). Evaluation: task `{grid.task}`, "
-            f"nominal dynamics, {episodes} episodes of {grid.seconds:g} s (seeds 1000..). Score: "
+            f"nominal dynamics, {episodes} {length} episodes (seeds 1000..). Score: "
             f"100 (R - R_zero) / (R_expert - R_zero), mean ± std over training seeds, with R_expert = "
-            f"{ref['expert']['mean']:.1f} (LQR) and R_zero = {ref['zero']['mean']:.1f} (zero torque) on the "
-            f"same episodes. Wall time {seconds / 60:.1f} min.\n\nReproduce: `{command}`\n\n")
+            f"{ref['expert']['mean']:.1f} ({expert}) and R_zero = {ref['zero']['mean']:.1f} (zero torque) "
+            f"on the same episodes. Wall time {seconds / 60:.1f} min.\n\nReproduce: `{command}`\n\n")
 
 
 def run_small(args, overrides: dict) -> dict:
@@ -184,18 +193,20 @@ def run_small(args, overrides: dict) -> dict:
     steps, episodes, n_seeds = settings(args)
     learners = list(args.learner or SMALL_LEARNERS)
     check_overrides(learners, overrides)
-    tag = f"small_data_{ROBOT}" + ("_quick" if args.quick else "")
+    robot = args.robot
+    tag = f"small_data_{robot}" + ("_quick" if args.quick else "")
     out = Path(args.out)
     work = out / tag
     work.mkdir(parents=True, exist_ok=True)
-    full = expert_dataset(ROBOT, work, args.seed)
+    full = small_data_expert(robot, work, args.seed)
     datasets = {f: subsample(full, f, args.seed) for f in FRACTIONS}
     jobs = {f"{learner}@{f:g}": (learner, datasets[f]) for f in FRACTIONS for learner in learners}
-    training, policies = train_all(jobs, work, steps, n_seeds, args.seed, overrides)
-    grid = nominal_grid(ROBOT, episodes)
-    env = make_env(ROBOT, grid.task)
-    ref = references(grid, 1000, {"expert": make_controller("lqr", env),
-                                         "zero": make_controller("zero", env)})
+    training, policies = train_all(jobs, work, steps, n_seeds, args.seed, overrides, robot)
+    grid = nominal_grid(robot, episodes)
+    env = make_env(robot, grid.task)
+    expert = "lqr" if robot == ROBOT else str(experts.expert_path(robot))
+    ref = references(grid, 1000, {"expert": make_controller(expert, env),
+                                  "zero": make_controller("zero", env)})
     evaluation = evaluate(policies, grid, seed=1000, workers=args.workers)
     (work / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     seeds = list(range(args.seed, args.seed + n_seeds))
@@ -207,15 +218,16 @@ def run_small(args, overrides: dict) -> dict:
     falls = [[learner, *[f"{table[f'{learner}@{f:g}']['fall_rate']:.2f}" for f in FRACTIONS]]
              for learner in learners]
     seconds = time.time() - started
-    markdown = (f"# Small expert data on `{ROBOT}`{' (quick)' if args.quick else ''}\n\n"
-                f"LQR expert data: {len(full)} transitions ({full.n_episodes} episodes from random tilts), "
+    source = ("LQR expert data" if robot == ROBOT else f"Expert data ({full.meta.get('source', '')})")
+    markdown = (f"# Small expert data on `{robot}`{' (quick)' if args.quick else ''}\n\n"
+                f"{source}: {len(full)} transitions ({full.n_episodes} episodes), "
                 f"subsampled at random by transition (nested subsets, seed {args.seed}); header: fraction "
                 f"(transitions). "
                 + protocol("small-data", args, steps, episodes, seeds, grid, ref, seconds)
                 + "## Normalised score\n\n" + markdown_table(header, rows)
                 + "\n## Fall rate\n\n" + markdown_table(header, falls)
                 + "\n## Training\n\n" + training_table(training) + f"\nAnchor: {ANCHOR}\n")
-    payload = {"robot": ROBOT, "quick": args.quick, "steps": steps, "seeds": seeds, "episodes": episodes,
+    payload = {"robot": robot, "quick": args.quick, "steps": steps, "seeds": seeds, "episodes": episodes,
                "fractions": list(FRACTIONS), "subsample": "transitions, nested, seed " + str(args.seed),
                "datasets": {f"{f:g}": {"size": len(d), "hash": d.hash} for f, d in datasets.items()},
                "references": ref, "training": training, "table": table, "wall_seconds": seconds,
@@ -223,6 +235,22 @@ def run_small(args, overrides: dict) -> dict:
     write_results(out, tag, payload, markdown)
     print(markdown)
     return payload
+
+
+def small_data_expert(robot: str, work: Path, seed: int) -> TransitionDataset:
+    """The full expert set (cached under ``work``): the LQR's on the wheel-legged robot, else
+    LOCOMOTION_FULL transitions of the committed expert."""
+    if robot == ROBOT:
+        return expert_dataset(robot, work, seed)
+    path = work / "expert.npz"
+    if path.is_file():
+        return load_dataset(path)
+    if robot not in LOCOMOTION_FULL:
+        raise DroilError(f"small-data is defined for '{ROBOT}' and the robots with a protocol dataset "
+                         f"({', '.join(LOCOMOTION_FULL)}), not '{robot}'")
+    dataset = experts.dataset(robot, size=LOCOMOTION_FULL[robot], seed=seed)
+    dataset.save(path)
+    return dataset
 
 
 def training_table(training: dict) -> str:
@@ -290,8 +318,9 @@ def run_mixed(args, overrides: dict) -> dict:
 def main(args) -> int:
     from droil_ros.cli import parse_overrides
 
-    if args.robot != ROBOT:
-        raise DroilError(f"the data-regime benchmarks are defined for '{ROBOT}' only, not '{args.robot}'")
+    if args.name == "mixed-data" and args.robot != ROBOT:
+        raise DroilError(f"the mixed-data benchmark is defined for '{ROBOT}' only (its weaker "
+                         f"demonstrators are LQR variants), not '{args.robot}'")
     overrides = parse_overrides(args.set)
     if args.name == "small-data":
         run_small(args, overrides)
