@@ -38,6 +38,40 @@ def lqr_dataset():
     return collect("wheel_legged", "lqr", episodes=4, seconds=2.0, seed=0, progress=False)
 
 
+@pytest.fixture(scope="session")
+def quality_mixed_dataset(lqr_dataset):
+    """The LQR expert data plus noisy-LQR data tagged 'other' (DWBC, D2MIL)."""
+    from droil_ros.data.collect import collect
+    from droil_ros.data.dataset import concatenate
+
+    noisy = collect("wheel_legged", "noisy_lqr", episodes=4, seconds=2.0, seed=10, noise=0.5, progress=False)
+    return concatenate([lqr_dataset, noisy], "mixed")
+
+
+@pytest.fixture(scope="session")
+def domain_mixed_dataset(lqr_dataset):
+    """Target: the nominal robot's LQR data; source: the same expert on a simulator with the wrong
+    mass and friction (DROCO)."""
+    from droil_ros.data.collect import collect
+    from droil_ros.data.dataset import concatenate
+
+    source = collect("wheel_legged", "lqr", episodes=3, seconds=2.0, seed=5, perturb=SOURCE_SHIFT,
+                     domain="source", progress=False)
+    return concatenate([source, lqr_dataset], "mixed")
+
+
+SOURCE_SHIFT = "mass=2,friction=0.5"
+QUALITY_LEARNERS = ("dwbc", "d2mil")  # learn from data tagged expert / other
+DOMAIN_LEARNERS = ("droco",)  # learn from data tagged source / target
+
+
+@pytest.fixture
+def data_for(lqr_dataset, quality_mixed_dataset, domain_mixed_dataset):
+    """The test data a learner needs: LQR demonstrations, or the mixed set its tags call for."""
+    return lambda name: (quality_mixed_dataset if name in QUALITY_LEARNERS
+                         else domain_mixed_dataset if name in DOMAIN_LEARNERS else lqr_dataset)
+
+
 def assert_exported_member_matches(learner, spec, tmp_path) -> None:
     """Member 1 of a learner trained with 2 seeds, exported: ONNX Runtime equals torch (1e-5),
     and both equal the training network's deterministic action (1e-6)."""

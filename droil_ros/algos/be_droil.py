@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from droil_ros.algos.common import EnsembleMLP, Learner, LearnerConfig, generator
+from droil_ros.algos.common import EnsembleMLP, Learner, LearnerConfig, check_choice, generator
 from droil_ros.errors import DroilError
 
 DIVERGENCES = ("chi2", "kl")
@@ -93,8 +93,7 @@ class BEDROIL(Learner):
     Config = BEDROILConfig
 
     def __init__(self, config: BEDROILConfig, *args, **kwargs):
-        if config.f not in DIVERGENCES:
-            raise DroilError(f"unknown divergence '{config.f}' (known: {', '.join(DIVERGENCES)})")
+        check_choice("divergence", config.f, DIVERGENCES)
         if not 0 < config.gamma <= 1:
             raise DroilError("gamma must be in (0, 1]")
         super().__init__(config, *args, **kwargs)

@@ -29,6 +29,12 @@ from droil_ros.robots.spec import RobotSpec
 STD_FLOOR = 1e-3
 
 
+def check_choice(what: str, value: str, known) -> None:
+    """One wording for every option that takes one of a fixed set of values."""
+    if value not in known:
+        raise DroilError(f"unknown {what} '{value}' (known: {', '.join(known)})")
+
+
 def generator(seed: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + salt)
 

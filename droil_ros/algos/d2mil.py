@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from droil_ros.algos.common import generator
+from droil_ros.algos.common import check_choice, generator
 from droil_ros.algos.dmil import DMIL, DMILConfig
 from droil_ros.algos.dwbc import optimality_discriminator, optimality_inputs
 from droil_ros.algos.imitation import pu_loss, real_fake_loss
@@ -63,8 +63,7 @@ class D2MIL(DMIL):
     Config = D2MILConfig
 
     def __init__(self, config: D2MILConfig, *args, **kwargs):
-        if config.variant not in VARIANTS:
-            raise DroilError(f"unknown d2mil variant '{config.variant}' (known: {', '.join(VARIANTS)})")
+        check_choice("d2mil variant", config.variant, VARIANTS)
         if config.rollout_from not in ("expert", "all"):
             raise DroilError(f"rollout_from must be 'expert' or 'all', not '{config.rollout_from}'")
         super().__init__(config, *args, **kwargs)

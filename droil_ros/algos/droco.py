@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from droil_ros.algos.common import generator
+from droil_ros.algos.common import check_choice, generator
 from droil_ros.algos.dynamics import GaussianDynamics
 from droil_ros.algos.iql import IQL, Batch, IQLConfig
 from droil_ros.data.dataset import DOMAINS
@@ -76,10 +76,8 @@ class DROCO(IQL):
     Config = DROCOConfig
 
     def __init__(self, config: DROCOConfig, *args, **kwargs):
-        if config.inf_mode not in INF_MODES:
-            raise DroilError(f"unknown inf_mode '{config.inf_mode}' (known: {', '.join(INF_MODES)})")
-        if config.noise_mode not in NOISE_MODES:
-            raise DroilError(f"unknown noise_mode '{config.noise_mode}' (known: {', '.join(NOISE_MODES)})")
+        check_choice("inf_mode", config.inf_mode, INF_MODES)
+        check_choice("noise_mode", config.noise_mode, NOISE_MODES)
         if config.beta < 0 or not config.huber_delta > 0 or not 0 <= config.source_fraction < 1:
             raise DroilError("need beta >= 0, huber_delta > 0 and 0 <= source_fraction < 1")
         if config.n_models < 1 or config.model_epochs < 1:
