@@ -8,6 +8,7 @@ it is interrupted or when any node exits on its own, so no node is left running 
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -87,10 +88,12 @@ def command(node: BringupNode) -> list[str]:
 class NodeGroup:
     """Node processes, each in a session of its own (a terminal's Ctrl-C reaches only us), all
     stopped on ``close``: SIGTERM, then SIGKILL after ``GRACE``. Output goes to
-    ``log_dir/<executable>.log`` when a folder is given."""
+    ``log_dir/<executable>.log`` when a folder is given; ``env`` is added to ours; with ``limit``
+    (s), ``timeout`` kills a node that outlives it, so that none can outlast a killed parent long."""
 
-    def __init__(self, log_dir: Path | None = None):
-        self.log_dir = log_dir
+    def __init__(self, log_dir: Path | None = None, env: dict[str, str] | None = None,
+                 limit: float | None = None):
+        self.log_dir, self.env, self.limit = log_dir, env, limit
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, node: BringupNode) -> subprocess.Popen:
@@ -98,9 +101,11 @@ class NodeGroup:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             output = open(self.log_dir / f"{node.executable}.log", "a")
+        limit = ["timeout", "-s", "KILL", str(math.ceil(self.limit))] if self.limit else []
         try:
-            proc = subprocess.Popen(command(node), start_new_session=True, stdout=output,
-                                    stderr=subprocess.STDOUT if output else None)
+            proc = subprocess.Popen([*limit, *command(node)], start_new_session=True, stdout=output,
+                                    stderr=subprocess.STDOUT if output else None,
+                                    env=dict(os.environ, **self.env) if self.env else None)
         finally:
             if output is not None:
                 output.close()
@@ -110,6 +115,20 @@ class NodeGroup:
     def exited(self) -> str:
         """The name of a node that has exited, or ''."""
         return next((name for name, p in self.procs.items() if p.poll() is not None), "")
+
+    def tail(self, name: str, lines: int = 3) -> str:
+        """The end of a node's log, on one line ('' without a log folder)."""
+        path = self.log_dir / f"{name}.log" if self.log_dir is not None else None
+        if path is None or not path.is_file():
+            return ""
+        return " | ".join(path.read_text().strip().splitlines()[-lines:])
+
+    def check(self, during: str = "") -> None:
+        """DroilError naming a node that has exited (``during`` what), with the end of its log."""
+        name = self.exited()
+        if name:
+            raise DroilError(f"{name} node exited{' during ' + during if during else ''} with code "
+                             f"{self.procs[name].returncode}: {self.tail(name)}")
 
     def stop(self, *names: str) -> dict[str, int]:
         """Stop the named nodes (all when none is named); their exit codes."""

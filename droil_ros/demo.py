@@ -262,8 +262,7 @@ def record(cfg: DemoConfig, spec: RobotSpec, client: DemoClient, group: NodeGrou
         for k in range(episodes):
             end = start + (k + 1) * cfg.episode_seconds
             while client.sim_time < end:
-                if group.exited():
-                    raise DroilError(f"{group.exited()} exited during the recording (see its log)")
+                group.check(during="the recording")
                 bar.update(min(client.sim_time - start, bar.total) - bar.n)
                 time.sleep(0.05)
             if k + 1 < episodes:
@@ -336,8 +335,7 @@ def deploy(cfg: DemoConfig, spec: RobotSpec, client: DemoClient, group: NodeGrou
                 bar.set_postfix_str(name)
                 episodes.append(client.episode(tilt0, cfg.eval_seconds))
                 bar.update()
-                if group.exited():
-                    raise DroilError(f"{group.exited()} exited during deployment (see its log)")
+                group.check(during="deployment")
             results[name] = summarise(episodes, swap_seconds)
     group.stop()
     return results

@@ -10,7 +10,7 @@ import pytest
 from rosgraph import ProbeNode, ros_env
 from sensor_msgs.msg import Imu, JointState
 
-from droil_ros.bringup import EXECUTABLES, load_bringup
+from droil_ros.bringup import EXECUTABLES, BringupNode, NodeGroup, load_bringup
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import SENSOR_QOS, readings_from_msgs
 from droil_ros.resources import data_path
@@ -77,6 +77,19 @@ def alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_node_group_reports_an_exited_node_and_kills_one_past_its_limit(tmp_path):
+    with NodeGroup(tmp_path, env={"DROIL_TEST_MARK": "x"}, limit=1) as group:
+        group.start(BringupNode("no_such_node"))
+        group.procs["no_such_node"].wait(timeout=30)
+        with pytest.raises(DroilError, match=r"no_such_node node exited during the test with code 1: .*"
+                                             r"No module named droil_ros.nodes.no_such_node"):
+            group.check(during="the test")
+    with NodeGroup(tmp_path, env=ros_env(DOMAIN), limit=2) as group:  # teleop runs until stopped
+        proc = group.start(BringupNode("teleop"))  # joystick mode: waits for /joy
+        assert proc.wait(timeout=60) in (-9, 137)  # killed by ``timeout`` at its limit, not by us
+        assert group.exited() == "teleop"
 
 
 def test_droil_bringup_sim_balances_and_stops_every_node(tmp_path):

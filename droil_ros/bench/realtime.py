@@ -24,8 +24,6 @@ import contextlib
 import json
 import os
 import random
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -48,7 +46,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from droil_ros import algos
 from droil_ros.bench import cpu_times, machine_info, markdown_table, steal_share, write_results
-from droil_ros.bringup import BringupNode, command
+from droil_ros.bringup import BringupNode, NodeGroup
 from droil_ros.data.collect import collect
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, imu_msg, joint_state_msg, readings_from_msgs
@@ -61,7 +59,6 @@ POOL_SECONDS = 3.0  # of distinct states, sent in turn (the node acts on input a
 LATE = 1.5  # a gap between two published commands longer than this many periods ends in a late tick
 SWAP_MARGIN = 0.25  # s of a swap window before the request and after the first new command
 DOMAINS = range(96, 102)  # private ROS domain of a bench run (as its test; other tests use 1..95)
-GRACE = 5.0  # s the node gets to exit on SIGTERM
 DIAGNOSTICS = "policy: control loop"
 # every command kept: a deep reliable queue on the probe's side (the node's own is depth 1)
 ALL_COMMANDS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5000)
@@ -189,38 +186,6 @@ def bench_inference(path: Path, module: torch.nn.Module, spec: RobotSpec, observ
 # the ROS side ----------------------------------------------------------------------------------
 
 
-class NodeProcess:
-    """The policy node as ``python -m droil_ros.nodes.policy`` in a session of its own, under
-    ``timeout -s KILL`` so that it cannot outlive a killed benchmark by long."""
-
-    def __init__(self, params: dict, env: dict, log_path: Path, limit: float):
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(["timeout", "-s", "KILL", str(int(limit)),
-                                      *command(BringupNode("policy", params))],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env=dict(os.environ, **env))
-
-    def tail(self) -> str:
-        return " | ".join(self.log_path.read_text().strip().splitlines()[-3:])
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            raise DroilError(f"policy node exited with code {self.proc.returncode}: {self.tail()}")
-
-    def stop(self) -> int:
-        """SIGTERM (the node's shutdown transition), SIGKILL after GRACE s; the exit code."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=GRACE)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
-
-
 class Probe:
     """Publishes distinct states at a fixed rate from a thread of its own (as a driver would),
     keeping the time just before each was published; records commands, diagnostics and swap
@@ -338,7 +303,7 @@ class Probe:
     def diagnostics_after(self, after_ns: int) -> dict | None:
         return next((d for t, d in list(self.diagnostics) if t > after_ns), None)
 
-    def wait_for(self, predicate, timeout: float, node: NodeProcess, what: str):
+    def wait_for(self, predicate, timeout: float, node: NodeGroup, what: str):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()
@@ -444,7 +409,7 @@ def sleep_loop_floor(rate: float, seconds: float, priority: int) -> dict:
     return {"rate_hz": rate, "fifo": result["fifo"], **tick_health(result["gaps"], 1.0 / rate)}
 
 
-def hot_swaps(probe: Probe, node: NodeProcess, paths: list[Path], ids: list[str], settings: Settings) -> list:
+def hot_swaps(probe: Probe, node: NodeGroup, paths: list[Path], ids: list[str], settings: Settings) -> list:
     """Alternate ``policy_path`` between the two policies; per swap the request -> parameter
     answer, -> first command of the new policy, -> ~/swap_status times, the node's own swap_ms,
     and the tick health from SWAP_MARGIN before the request to SWAP_MARGIN after the first new
@@ -494,10 +459,10 @@ def serve(spec: RobotSpec, rate: float, paths: list[Path], policies: list[OnnxPo
     env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     swaps = 3 * settings.swaps * settings.swap_spacing if swap else 0
     limit = 60 + settings.warmup + settings.window + swaps
-    node = NodeProcess({"robot": spec.id, "policy_path": str(paths[0]), "control_rate_hz": float(rate),
-                        "autostart": True, "diagnostics_period": 0.5,
-                        "thread_priority": settings.thread_priority},
-                       env, work / f"policy_{rate:g}hz.log", limit)
+    params = {"robot": spec.id, "policy_path": str(paths[0]), "control_rate_hz": float(rate),
+              "autostart": True, "diagnostics_period": 0.5, "thread_priority": settings.thread_priority}
+    node = NodeGroup(work / f"policy_{rate:g}hz", env, limit)
+    node.start(BringupNode("policy", params))
     try:
         probe = Probe(domain, spec, policies, seed, int(POOL_SECONDS * rate))
         try:
@@ -505,13 +470,13 @@ def serve(spec: RobotSpec, rate: float, paths: list[Path], policies: list[OnnxPo
         finally:
             probe.close()
     finally:
-        code = node.stop()
+        code = node.stop()["policy"]
     if code != 0:
-        raise DroilError(f"policy node did not exit cleanly on SIGTERM (code {code}): {node.tail()}")
+        raise DroilError(f"policy node did not exit cleanly on SIGTERM (code {code}): {node.tail('policy')}")
     return {**result, "node_exit_code": code}
 
 
-def _measure(probe: Probe, node: NodeProcess, rate: float, paths: list[Path], policies: list[OnnxPolicy],
+def _measure(probe: Probe, node: NodeGroup, rate: float, paths: list[Path], policies: list[OnnxPolicy],
              settings: Settings, swap: bool) -> dict:
     ticks = rate * settings.window
     probe.start(rate, 1.0 + 1.0 / ticks)  # the phase sweeps one full period over the window
