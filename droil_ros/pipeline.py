@@ -43,9 +43,10 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
                      callback: Callable[[dict], None] | None = None, reuse: bool = False) -> TrainResult:
     """Train ``algo`` on a dataset (several seeds batched) and export one ONNX file per seed.
 
-    Every run leaves ``<out>.run.json``: what was trained (learner, its config and source, data,
-    robot, steps, seeds) and the result. With ``reuse``, a run whose record matches and whose ONNX
-    files exist is not trained again, so a long benchmark stopped midway goes on where it was."""
+    Every run leaves ``<out>.run.json``: what was trained (learner, its config, the learners' and
+    exporter's code, data, robot, steps, seeds) and the result. With ``reuse``, a run whose record
+    matches and whose ONNX files exist is not trained again, so a long benchmark stopped midway
+    goes on where it was."""
     if not isinstance(dataset, TransitionDataset):
         dataset = load_dataset(dataset)
     robot = robot or load_spec(dataset.robot_id)
@@ -62,6 +63,7 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
         if record.get("key") == key:
             done = record["result"]
             return TrainResult(paths, log_path, done["steps"], done["seconds"], done["final"])
+    record_path.unlink(missing_ok=True)  # files half rewritten by a crashed run match no record
     started = time.perf_counter()
     rows = learner.fit(steps, progress=progress, log_path=log_path, desc=f"train {algo}",
                        callback=callback)
@@ -73,17 +75,27 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
             "train_steps": learner.step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
     result = TrainResult(paths, log_path, learner.step, seconds, rows[-1] if rows else {})
-    record_path.write_text(json.dumps({"key": key, "result": {
+    partial = record_path.with_suffix(".partial")
+    partial.write_text(json.dumps({"key": key, "result": {
         k: v for k, v in asdict(result).items() if k in ("steps", "seconds", "final")}}, indent=2,
         default=float) + "\n")
+    partial.replace(record_path)
     return result
+
+
+def _code_hash() -> str:
+    """Of every learner's code and of the exporter: a change to any of them may change a result."""
+    digest = hashlib.sha256()
+    exporter = Path(sys.modules[export_onnx.__module__].__file__)
+    for path in [*sorted(Path(algos.__file__).parent.glob("*.py")), exporter]:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _run_key(learner, algo: str, dataset: TransitionDataset, robot: RobotSpec, steps: int | None,
              n_seeds: int, seed: int, preset: str) -> dict:
-    """What makes two training runs the same, as JSON (the learner's source file stands for its code)."""
-    source = Path(sys.modules[type(learner).__module__].__file__).read_bytes()
+    """What makes two training runs the same, as JSON (the source files stand for the code)."""
     return json.loads(json.dumps({
         "algo": algo, "config": learner.config.to_dict(), "preset": preset,
-        "source_sha256": hashlib.sha256(source).hexdigest(), "dataset_hash": dataset.hash,
+        "code_sha256": _code_hash(), "dataset_hash": dataset.hash,
         "robot_hash": robot.hash, "steps": steps, "n_seeds": n_seeds, "seed": seed}, default=str))

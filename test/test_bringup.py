@@ -5,6 +5,8 @@ import random
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from rosgraph import ProbeNode, ros_env
@@ -80,14 +82,20 @@ def alive(pid: int) -> bool:
 
 
 def test_a_node_group_reports_an_exited_node_and_kills_one_past_its_limit(tmp_path):
-    with NodeGroup(tmp_path, env={"DROIL_TEST_MARK": "x"}, limit=1) as group:
+    with NodeGroup(tmp_path, limit=30) as group:
         group.start(BringupNode("no_such_node"))
         group.procs["no_such_node"].wait(timeout=30)
         with pytest.raises(DroilError, match=r"no_such_node node exited during the test with code 1: .*"
                                              r"No module named droil_ros.nodes.no_such_node"):
             group.check(during="the test")
-    with NodeGroup(tmp_path, env=ros_env(DOMAIN), limit=2) as group:  # teleop runs until stopped
+    with NodeGroup(tmp_path, env=ros_env(DOMAIN), limit=3) as group:  # teleop runs until stopped
         proc = group.start(BringupNode("teleop"))  # joystick mode: waits for /joy
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")  # of ``timeout``: the node
+        deadline = time.monotonic() + 2
+        while not children.read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        node_env = Path(f"/proc/{children.read_text().split()[0]}/environ").read_bytes().split(b"\0")
+        assert f"ROS_DOMAIN_ID={DOMAIN}".encode() in node_env
         assert proc.wait(timeout=60) in (-9, 137)  # killed by ``timeout`` at its limit, not by us
         assert group.exited() == "teleop"
 

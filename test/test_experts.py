@@ -142,7 +142,7 @@ def test_robustness_bench_uses_the_committed_expert(hopper_run, tmp_path, monkey
         monkeypatch.delenv("DROIL_SHARE")
         share_dir.cache_clear()
     assert len(data) == experts.DATASET_SIZES["hopper"] == 2000
-    assert "hopper.onnx" in data.meta["source"] and (tmp_path / "w1" / "expert.npz").is_file()
+    assert "hopper.onnx" in data.meta["source"] and (tmp_path / "w1" / "expert_seed0.npz").is_file()
 
 
 def test_bad_input(hopper_run, tmp_path):

@@ -242,12 +242,12 @@ def small_data_expert(robot: str, work: Path, seed: int) -> TransitionDataset:
     LOCOMOTION_FULL transitions of the committed expert."""
     if robot == ROBOT:
         return expert_dataset(robot, work, seed)
-    path = work / "expert.npz"
-    if path.is_file():
-        return load_dataset(path)
     if robot not in LOCOMOTION_FULL:
         raise DroilError(f"small-data is defined for '{ROBOT}' and the robots with a protocol dataset "
                          f"({', '.join(LOCOMOTION_FULL)}), not '{robot}'")
+    path = work / f"expert_seed{seed}_n{LOCOMOTION_FULL[robot]}.npz"
+    if path.is_file():
+        return load_dataset(path)
     dataset = experts.dataset(robot, size=LOCOMOTION_FULL[robot], seed=seed)
     dataset.save(path)
     return dataset

@@ -416,7 +416,7 @@ def hot_swaps(probe: Probe, node: NodeGroup, paths: list[Path], ids: list[str], 
     command, and in a control window of the same length just before it, with no swap."""
     period = 1.0 / settings.swap_rate
     margin = int(SWAP_MARGIN * 1e9)
-    swaps = []
+    swaps, previous_end = [], 0
     for i in range(settings.swaps):
         new = (i + 1) % 2
         answered: list[int] = []
@@ -442,7 +442,10 @@ def hot_swaps(probe: Probe, node: NodeGroup, paths: list[Path], ids: list[str], 
         old_after = sum(1 for c in list(probe.commands)
                         if c[0] > first[0] and c[4] in old and c[4] not in probe.ambiguous)
         health = _window_health(probe, w0, w1, period)
-        control = _window_health(probe, w0 - (w1 - w0) - 50_000_000, w0 - 50_000_000, period)
+        # as long as the swap window, unless that would reach back into the previous one
+        control = _window_health(probe, max(w0 - (w1 - w0), previous_end) - 50_000_000, w0 - 50_000_000,
+                                 period)
+        previous_end = w1 + 100_000_000
         swaps.append({
             "to": ids[new], "parameter_answer_ms": (answered[0] - asked) * 1e-6,
             "first_command_ms": (first[0] - asked) * 1e-6, "swap_status_ms": (status[0] - asked) * 1e-6,

@@ -29,7 +29,7 @@ WHEEL_LEGGED_DATA = dict(episodes=20, seconds=2.5)
 
 
 def expert_dataset(robot: str, work: Path, seed: int):
-    path = work / "expert.npz"
+    path = work / f"expert_seed{seed}.npz"  # the collection's seed: another seed, other data
     if path.is_file():
         return load_dataset(path)
     if robot == "wheel_legged":

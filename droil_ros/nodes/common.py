@@ -5,6 +5,7 @@ Conversions only: observations, actions and physics stay in the core (robots/, s
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from array import array
@@ -140,14 +141,22 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
 def spin_lifecycle_node(node_factory: Callable[[], LifecycleNode], args: list[str] | None = None) -> int:
     """spin_node for lifecycle nodes: SIGINT and SIGTERM take the node through its shutdown
     transition, so it can still publish (e.g. a last safe command); rclpy's own signal handlers
-    would shut the context down first. The handler only sets a flag that the loop checks between
-    executor waits (at most 0.1 s): an exception raised from a handler would land in whatever
-    runs at that moment, a tick's publish or rclpy turning a message into Python (which then
-    fails with an unrelated RuntimeError)."""
+    would shut the context down first. The handler only notes the signal, and the loop checks
+    between executor waits (at most 0.1 s): an exception raised from a handler would land in
+    whatever runs at that moment, a tick's publish or rclpy turning a message into Python (which
+    then fails with an unrelated RuntimeError)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop_requested = []
+
+    def request_stop(signum, frame):
+        """A third signal exits at once: a callback is stuck and the shutdown will not come
+        (``timeout`` and process-group kills deliver the first one twice)."""
+        stop_requested.append(signum)
+        if len(stop_requested) >= 3:
+            os._exit(128 + signum)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda signum, frame: stop_requested.append(signum))
+        signal.signal(signum, request_stop)
     node = None
     try:
         node = node_factory()

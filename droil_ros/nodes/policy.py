@@ -29,15 +29,18 @@ auto-swap refused at once) is published, latched, on ``~/swap_status`` as JSON
 ``{"path", "ok", "reason", "policy_id"}`` (policy_id: the policy acting after the attempt); when
 requests overlap, the newest wins and older ones report "superseded".
 
-Keeping ticks on time in Python: the loader starts just after a tick, and the GIL switch interval
-is 0.5 ms, so the part of a load that holds the GIL (about 1.5 ms to build the ONNX Runtime
-session) ends before the next tick; the heap is collected and frozen after configure and after each
-load, so no full garbage collection (about 20 ms) lands on a tick; ``thread_priority`` puts the
-loop's thread under SCHED_FIFO where that is permitted.
+Keeping ticks on time in Python: the loader starts just after a tick, so the part of a load that
+holds the GIL in one C call (about 1.5 ms to build the ONNX Runtime session) ends before the next
+tick; the GIL switch interval is 0.5 ms, so the loader's Python code gives the GIL back quickly;
+the heap is collected and frozen after configure and after each load, so no full garbage
+collection (about 20 ms) lands on a tick. ``thread_priority`` puts the loop's thread under
+SCHED_FIFO where that is permitted, and the loader just below it (so that no ordinary process can
+stall the loader while it holds the GIL the loop waits for).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -47,6 +50,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from queue import Empty, SimpleQueue
 
@@ -103,9 +107,11 @@ def load_policy(path: str, spec: RobotSpec) -> OnnxPolicy:
     return policy
 
 
-def _default_scheduling() -> None:
-    """The loader thread must not inherit the control loop's real-time priority."""
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+def _loader_scheduling(priority: int) -> None:
+    """The loader runs below the loop, which must preempt it (it inherits the loop's priority)."""
+    policy = os.SCHED_FIFO if priority >= 1 else os.SCHED_OTHER
+    with contextlib.suppress(OSError):  # then it keeps the loop's priority: still above other processes
+        os.sched_setscheduler(0, policy, os.sched_param(max(priority, 0)))
 
 
 def settle_heap() -> None:
@@ -155,8 +161,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning(f"control_rate_hz {self.rate:g} differs from the robot spec's "
                                       f"{self.spec.control_rate_hz:g}: policies were trained at that rate")
         self.period = 1.0 / self.rate
-        if priority:
-            self._set_fifo(priority)
+        self.fifo = self._set_fifo(priority) if priority else 0  # the loop thread's SCHED_FIFO priority
         self.safe_command = command_msg(np.zeros(len(self.spec.actuators)))
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
 
@@ -186,8 +191,9 @@ class PolicyNode(LifecycleNode):
         self.loop: list[float] = []
 
         # hot-swap: one loader thread; results come back to the executor through a guard condition
+        below_loop = partial(_loader_scheduling, self.fifo - 1) if self.fifo else None
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy_loader",
-                                         initializer=_default_scheduling)
+                                         initializer=below_loop)
         self.tick_done = threading.Event()  # the loader starts right after a tick (see _load)
         self.loaded: SimpleQueue = SimpleQueue()
         self.loaded_guard = self.create_guard_condition(self._on_loaded)
@@ -214,9 +220,10 @@ class PolicyNode(LifecycleNode):
                                + ("configuring and activating" if autostart else
                                   "unconfigured (configure and activate through ~/change_state)"))
 
-    def _set_fifo(self, priority: int) -> None:
-        """The executor thread (this one) runs the control loop: real-time scheduling for it alone,
-        so that ordinary processes cannot delay a tick (DDS threads already exist and keep theirs)."""
+    def _set_fifo(self, priority: int) -> int:
+        """The executor thread (this one) runs the control loop: real-time scheduling for it, so
+        that ordinary processes cannot delay a tick (DDS threads already exist and keep theirs).
+        The priority set, 0 where it is not permitted."""
         if not 1 <= priority <= 99:
             raise DroilError(f"thread_priority must be 0 (OS default) or 1-99, got {priority}")
         try:
@@ -224,8 +231,9 @@ class PolicyNode(LifecycleNode):
         except PermissionError:
             self.get_logger().warning(f"thread_priority {priority}: not permitted (needs CAP_SYS_NICE or an "
                                       f"rtprio limit); the control loop runs at the OS default")
-        else:
-            self.get_logger().info(f"control loop thread: SCHED_FIFO priority {priority}")
+            return 0
+        self.get_logger().info(f"control loop thread: SCHED_FIFO priority {priority}")
+        return priority
 
     def _autostart(self) -> None:
         self.destroy_timer(self.autostart_timer)
