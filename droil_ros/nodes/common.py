@@ -5,7 +5,6 @@ Conversions only: observations, actions and physics stay in the core (robots/, s
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from array import array
@@ -146,17 +145,9 @@ def spin_lifecycle_node(node_factory: Callable[[], LifecycleNode], args: list[st
     whatever runs at that moment, a tick's publish or rclpy turning a message into Python (which
     then fails with an unrelated RuntimeError)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop_requested = []
-
-    def request_stop(signum, frame):
-        """A third signal exits at once: a callback is stuck and the shutdown will not come
-        (``timeout`` and process-group kills deliver the first one twice)."""
-        stop_requested.append(signum)
-        if len(stop_requested) >= 3:
-            os._exit(128 + signum)
-
+    stop_requested = []  # a signal can come several times (``timeout`` forwards a group's SIGTERM)
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
+        signal.signal(signum, lambda signum, frame: stop_requested.append(signum))
     node = None
     try:
         node = node_factory()
