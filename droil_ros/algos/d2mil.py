@@ -80,9 +80,9 @@ class D2MIL(DMIL):
         obs, actions, _ = batch
         return optimality_inputs(self, obs, actions, self.log_prob(obs, actions))
 
-    def do_value(self, batch) -> torch.Tensor:
+    def do_value(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
-            return self.disc_o(*self.do_inputs(batch))
+            return self.disc_o(*inputs)
 
     def policy_weights(self, dr: list[torch.Tensor], do: list[torch.Tensor]) -> list[torch.Tensor]:
         """Weights on -log pi for the D_E, D_O and D_R batches."""
@@ -114,14 +114,15 @@ class D2MIL(DMIL):
         d_e, d_o, d_r = (self.disc(*x) for x in inputs)
         real = torch.cat([d_e, d_o], -1) if c.variant == "paper" else d_e
         self.disc.step(real_fake_loss(real, d_r))
-        o_e, o_o, o_r = (self.disc_o(*self.do_inputs(b)) for b in batches)
+        do_inputs = [self.do_inputs(b) for b in batches]  # pi is the same until its update below
+        o_e, o_o, o_r = (self.disc_o(*x) for x in do_inputs)
         if c.variant == "paper":
             self.disc_o.step(pu_loss(o_e, torch.cat([o_o, o_r], -1), c.eta, scaled=False))
         else:
             self.disc_o.step(pu_loss(o_e, o_o, c.eta))
 
         dr = [self.d_value(x) for x in inputs]
-        do = [self.do_value(b) for b in batches]
+        do = [self.do_value(x) for x in do_inputs]
         weights = self.policy_weights(dr, do)
         nlls = [self.nll(*b[:2]) for b in batches]
         policy_loss = sum((w * ell).mean(-1) for w, ell in zip(weights, nlls, strict=True))
