@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from droil_ros import algos
@@ -76,9 +76,8 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
         })
     result = TrainResult(paths, log_path, learner.step, seconds, rows[-1] if rows else {})
     partial = record_path.with_suffix(".partial")
-    partial.write_text(json.dumps({"key": key, "result": {
-        k: v for k, v in asdict(result).items() if k in ("steps", "seconds", "final")}}, indent=2,
-        default=float) + "\n")
+    done = {"steps": result.steps, "seconds": result.seconds, "final": result.final}
+    partial.write_text(json.dumps({"key": key, "result": done}, indent=2, default=float) + "\n")
     partial.replace(record_path)
     return result
 

@@ -345,7 +345,7 @@ def closed_loop_stats(probe: Probe, rate: float, w0: int, w1: int, before: dict,
     answered = [k for k in in_window if k in first]
     latency = [first[k][0] - sent[k] for k in answered]
     latency_cb = [first[k][1] - sent[k] for k in answered]
-    published = np.array(sorted(c[1] for c in commands if w0 <= c[1] <= w1), dtype=np.int64)
+    published = _publish_times(commands, w0, w1)
     gaps = np.diff(published) * 1e-9
     seqs = sorted(c[2] for c in commands if w0 <= c[1] <= w1)
     period = 1.0 / rate
@@ -377,9 +377,13 @@ def tick_health(gaps: np.ndarray, period: float) -> dict:
             "longest_gap_ms": float(gaps.max() * 1e3) if gaps.size else None}
 
 
+def _publish_times(commands, t0: int, t1: int) -> np.ndarray:
+    """The node's publish times (DDS source timestamps, ns) of the commands in [t0, t1], in order."""
+    return np.array(sorted(c[1] for c in commands if t0 <= c[1] <= t1), dtype=np.int64)
+
+
 def _window_health(probe: Probe, t0: int, t1: int, period: float) -> dict:
-    published = np.array(sorted(c[1] for c in list(probe.commands) if t0 <= c[1] <= t1), dtype=np.int64)
-    return tick_health(np.diff(published) * 1e-9, period)
+    return tick_health(np.diff(_publish_times(list(probe.commands), t0, t1)) * 1e-9, period)
 
 
 def sleep_loop_floor(rate: float, seconds: float, priority: int) -> dict:
