@@ -122,7 +122,8 @@ def cmd_train(args) -> int:
     from droil_ros.pipeline import train_and_export
 
     result = train_and_export(args.algo, args.data, args.out, steps=args.steps, n_seeds=args.seeds,
-                              seed=args.seed, preset=args.config, overrides=parse_overrides(args.set))
+                              seed=args.seed, preset=args.config, overrides=parse_overrides(args.set),
+                              reuse=args.resume)
     print(f"{args.algo}: {result.steps} steps x {args.seeds} seed(s) in {result.seconds:.1f} s "
           f"({result.steps_per_second:.0f} steps/s), final loss {result.final.get('loss', float('nan')):.4g}")
     for path in result.policies:
@@ -314,6 +315,9 @@ def build_parser() -> Parser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="config override, e.g. --set alpha=0.5 --set f=kl")
     train.add_argument("--threads", type=positive_int, default=1, help=THREADS_HELP)
+    train.add_argument("--resume", action="store_true",
+                       help="save the learner to <out stem>.ckpt every 10 min; run again with the same "
+                            "settings to go on from it (a run that finished is not trained again)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate policies on a perturbation grid")

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from droil_ros import algos
 from droil_ros.data.dataset import TransitionDataset, load_dataset
 from droil_ros.policy.export import export_onnx
@@ -40,13 +42,15 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
                      robot: RobotSpec | None = None, steps: int | None = None, n_seeds: int = 1,
                      seed: int = 0, preset: str = "paper", overrides: dict | None = None,
                      progress: bool = True, log: bool = True,
-                     callback: Callable[[dict], None] | None = None, reuse: bool = False) -> TrainResult:
+                     callback: Callable[[dict], None] | None = None, reuse: bool = False,
+                     checkpoint_every: float = 600.0) -> TrainResult:
     """Train ``algo`` on a dataset (several seeds batched) and export one ONNX file per seed.
 
     Every run leaves ``<out>.run.json``: what was trained (learner, its config, the learners' and
-    exporter's code, data, robot, steps, seeds) and the result. With ``reuse``, a run whose record
-    matches and whose ONNX files exist is not trained again, so a long benchmark stopped midway
-    goes on where it was."""
+    exporter's code, data, robot, steps, seeds) and the result. With ``reuse``, a long benchmark
+    stopped midway goes on where it was: a run whose record matches and whose ONNX files exist is
+    not trained again, and a run cut short goes on from ``<out>.ckpt``, the whole learner saved
+    every ``checkpoint_every`` seconds of training under the same key (removed once exported)."""
     if not isinstance(dataset, TransitionDataset):
         dataset = load_dataset(dataset)
     robot = robot or load_spec(dataset.robot_id)
@@ -56,7 +60,7 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
                            **(overrides or {}))
     log_path = out.with_suffix(".csv") if log else None
     paths = policy_paths(out, n_seeds, seed)
-    record_path = out.with_suffix(".run.json")
+    record_path, checkpoint_path = out.with_suffix(".run.json"), out.with_suffix(".ckpt")
     key = _run_key(learner, algo, dataset, robot, steps, n_seeds, seed, preset)
     if reuse and record_path.is_file() and all(p.is_file() for p in paths):
         record = json.loads(record_path.read_text())
@@ -64,22 +68,51 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
             done = record["result"]
             return TrainResult(paths, log_path, done["steps"], done["seconds"], done["final"])
     record_path.unlink(missing_ok=True)  # files half rewritten by a crashed run match no record
-    started = time.perf_counter()
-    rows = learner.fit(steps, progress=progress, log_path=log_path, desc=f"train {algo}",
-                       callback=callback)
-    seconds = time.perf_counter() - started
+    resumed = _resume(checkpoint_path, key) if reuse else None
+    learner = resumed or learner
+    total = learner.config.steps if steps is None else steps
+    learner.fit(total - learner.step, progress=progress, log_path=log_path, desc=f"train {algo}",
+                callback=callback, resume=resumed is not None, checkpoint_every=checkpoint_every,
+                checkpoint=(lambda: _save_checkpoint(checkpoint_path, key, learner)) if reuse else None)
     for k, (module, path) in enumerate(zip(learner.export_modules(), paths, strict=True)):
         export_onnx(module, path, robot, {
             "learner": algo, "config": learner.config.to_dict(), "preset": preset,
             "seed": seed + k, "dataset_hash": dataset.hash, "dataset_size": len(dataset),
             "train_steps": learner.step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
-    result = TrainResult(paths, log_path, learner.step, seconds, rows[-1] if rows else {})
+    final = learner.history[-1] if learner.history else {}
+    result = TrainResult(paths, log_path, learner.step, learner.train_seconds, final)
     partial = record_path.with_suffix(".partial")
     done = {"steps": result.steps, "seconds": result.seconds, "final": result.final}
     partial.write_text(json.dumps({"key": key, "result": done}, indent=2, default=float) + "\n")
     partial.replace(record_path)
+    checkpoint_path.unlink(missing_ok=True)
     return result
+
+
+def _save_checkpoint(path: Path, key: dict, learner) -> None:
+    partial = path.with_suffix(".ckpt.partial")
+    torch.save({"key": key, "learner": learner}, partial)
+    partial.replace(path)
+
+
+def _resume(path: Path, key: dict):
+    """The learner saved at ``path`` if it was saved under ``key``, else None (and the file goes).
+    The file is our own pickle, written by ``_save_checkpoint`` beside the run's outputs."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, weights_only=False)
+        learner = saved["learner"] if saved.get("key") == key else None
+    except Exception as exc:  # a file cut short by a kill, or saved by other code: start over
+        print(f"{path}: not resumable ({type(exc).__name__}: {exc}); training from the start",
+              file=sys.stderr)
+        learner = None
+    if learner is None:
+        path.unlink()
+    else:
+        print(f"{path}: going on from step {learner.step}", file=sys.stderr)
+    return learner
 
 
 def _code_hash() -> str:

@@ -1,5 +1,7 @@
 """Learners: the checks of ALGORITHMS.md, on small data, in seconds."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -45,6 +47,35 @@ def test_same_seed_same_result_bit_for_bit(name, data_for):
     for a, b in zip(runs[0], runs[1], strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(runs[2][0], runs[0][0])
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", algos.available())
+def test_a_run_cut_short_goes_on_from_its_checkpoint_bit_for_bit(name, data_for):
+    """70 steps straight against 50, a pickled checkpoint, the kill, and the last 20 from the
+    unpickled learner (the schedules set at the start, e.g. IQL's cosine horizon, are kept)."""
+    straight = algos.create(name, data_for(name), SPEC, preset="fast", steps=70, seed=7)
+    straight.fit(progress=False)
+    cut = algos.create(name, data_for(name), SPEC, preset="fast", steps=70, seed=7)
+    saved = io.BytesIO()
+
+    def checkpoint_then_die():
+        torch.save(cut, saved)
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        cut.fit(progress=False, checkpoint=checkpoint_then_die, checkpoint_every=0.0)
+    assert cut.step == 50
+    saved.seek(0)
+    resumed = torch.load(saved, weights_only=False)
+    rows = resumed.fit(20, progress=False, resume=True)
+    assert resumed.step == 70 and [r["step"] for r in rows] == [70]
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history] == [50, 70]
+    for a, b in zip(every_parameter(straight), every_parameter(resumed), strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("name", ["bc", "be_droil"])

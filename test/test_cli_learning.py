@@ -1,5 +1,6 @@
 """collect -> train -> eval from the command line, and the bad inputs of the learning core."""
 
+import csv
 import json
 
 import numpy as np
@@ -161,3 +162,58 @@ def test_a_matching_run_is_reused_and_any_change_retrains(lqr_dataset, tmp_path)
     first.policies[1].unlink()  # a file lost: trained again
     train_and_export("bc", lqr_dataset, out, reuse=True, **kwargs)
     assert first.policies[1].is_file()
+
+
+def test_a_run_killed_midway_goes_on_from_its_checkpoint(lqr_dataset, tmp_path, capsys):
+    """reuse=True saves the whole learner to <out>.ckpt as it trains; run again, training goes on
+    from there and ends where an uninterrupted run ends; a checkpoint of another run is dropped."""
+    from droil_ros.pipeline import train_and_export
+    from droil_ros.policy import OnnxPolicy
+
+    kwargs = dict(steps=70, n_seeds=2, seed=0, preset="fast", progress=False, reuse=True)
+    whole = train_and_export("bc_dyn_2phase", lqr_dataset, tmp_path / "whole.onnx", **kwargs)
+
+    def die_at_the_end(row):
+        if row["step"] == 70:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut.onnx"
+    with pytest.raises(KeyboardInterrupt):
+        train_and_export("bc_dyn_2phase", lqr_dataset, out, callback=die_at_the_end, checkpoint_every=0.0,
+                         **kwargs)
+    checkpoint = tmp_path / "cut.ckpt"
+    assert checkpoint.is_file() and not (tmp_path / "cut.run.json").exists()
+    with pytest.raises(KeyboardInterrupt):  # the seed differs: not this run's checkpoint
+        train_and_export("bc_dyn_2phase", lqr_dataset, out, callback=die_at_the_end,
+                         **{**kwargs, "seed": 1})
+    assert not checkpoint.exists()
+    with pytest.raises(KeyboardInterrupt):
+        train_and_export("bc_dyn_2phase", lqr_dataset, out, callback=die_at_the_end, checkpoint_every=0.0,
+                         **kwargs)
+    capsys.readouterr()
+    steps = []
+    resumed = train_and_export("bc_dyn_2phase", lqr_dataset, out,
+                               callback=lambda row: steps.append(row["step"]), **kwargs)
+    assert "going on from step 50" in capsys.readouterr().err
+    assert steps == [70] and resumed.steps == 70 and not checkpoint.exists()
+    assert [row["step"] for row in csv.DictReader(open(tmp_path / "cut.csv"))] == ["50", "70"]
+    obs = lqr_dataset.observations[:64]
+    for a, b in zip(whole.policies, resumed.policies, strict=True):
+        np.testing.assert_array_equal(OnnxPolicy(a)(obs), OnnxPolicy(b)(obs))
+    checkpoint.write_bytes(b"not a pickle")  # e.g. a disk that filled up
+    (tmp_path / "cut.run.json").unlink()
+    train_and_export("bc_dyn_2phase", lqr_dataset, out, **kwargs)
+    assert "cut.ckpt: not resumable (UnpicklingError" in capsys.readouterr().err and not checkpoint.exists()
+
+
+def test_train_resume_skips_a_finished_run(lqr_dataset, tmp_path):
+    data, out = tmp_path / "lqr.npz", tmp_path / "bc.onnx"
+    lqr_dataset.save(data)
+    args = ("train", "--algo", "bc", "--data", str(data), "--out", str(out), "--steps", "30",
+            "--config", "fast", "--resume")
+    first = run_droil(*args)
+    assert first.returncode == 0, first.stderr
+    written = out.stat().st_mtime_ns
+    again = run_droil(*args)
+    assert again.returncode == 0, again.stderr
+    assert out.stat().st_mtime_ns == written and again.stdout.splitlines()[0] == first.stdout.splitlines()[0]

@@ -36,11 +36,9 @@ class BCDyn(ModelRollouts, Learner):
         everything = torch.arange(len(self.obs))
         self.init_model(everything, everything)
 
-    def fit(self, steps: int | None = None, *args, **kwargs) -> list[dict]:
-        steps = self.config.steps if steps is None else steps
+    def begin(self, steps: int) -> None:
         pretrain = self.step + round(self.config.pretrain_fraction * steps)
         self.rollout_start = max(self.config.warmup_steps, pretrain)
-        return super().fit(steps, *args, **kwargs)
 
     def update(self) -> dict[str, torch.Tensor]:
         c = self.config

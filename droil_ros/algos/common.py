@@ -153,6 +153,8 @@ class Learner:
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
         self.policy_batches = [generator(s, 2) for s in self.seeds]
         self.step = 0
+        self.history: list[dict] = []  # every logged row, so that a resumed run keeps one log
+        self.train_seconds = 0.0
 
     @property
     def n_seeds(self) -> int:
@@ -180,37 +182,58 @@ class Learner:
         losses.mean(-1).sum().backward()
         self.policy_opt.step()
 
+    def begin(self, steps: int) -> None:
+        """Called as a fit of ``steps`` steps starts: learners with schedules set them here."""
+
     def update(self) -> dict[str, torch.Tensor]:
         """One training step; returns scalar metrics (read only when logged)."""
         raise NotImplementedError
 
     def fit(self, steps: int | None = None, progress: bool = True, log_path: str | Path | None = None,
-            desc: str | None = None, callback: Callable[[dict], None] | None = None) -> list[dict]:
-        """Train; every ``log_every`` steps (and at the end) log the metrics (mean over seeds) to
-        the returned rows, the CSV at ``log_path`` and ``callback`` (e.g. a progress topic)."""
+            desc: str | None = None, callback: Callable[[dict], None] | None = None,
+            checkpoint: Callable[[], None] | None = None, checkpoint_every: float = 600.0,
+            resume: bool = False) -> list[dict]:
+        """Train ``steps`` more steps. Every ``log_every`` steps (and at the end) the metrics (mean
+        over seeds) go to ``history``, to the CSV at ``log_path`` (the whole history, earlier fits
+        included) and to ``callback`` (e.g. a progress topic); this call's rows are returned.
+
+        At a logged step at least ``checkpoint_every`` seconds after the last, ``checkpoint()`` is
+        called: the learner is then whole (networks, optimisers, generators, buffers, history) and
+        can be pickled. Unpickled, ``fit(rest, resume=True)`` finishes the run bit for bit: the
+        schedules ``begin`` set at its start are kept."""
         steps = self.config.steps if steps is None else steps
+        if not resume:
+            self.begin(steps)
         rows: list[dict] = []
-        started = time.perf_counter()
-        writer, handle = None, None
-        if log_path is not None:
-            handle = open(log_path, "w", newline="")
+        started = last_checkpoint = time.perf_counter()
+        seconds_before = self.train_seconds
+        handle = open(log_path, "w", newline="") if log_path is not None else None
+        writer = None
         try:
             bar = tqdm(range(steps), desc=desc or self.name, disable=not progress, leave=False)
             for i in bar:
                 metrics = self.update()
                 self.step += 1
-                if self.step % self.config.log_every == 0 or i == steps - 1:
-                    row = {"step": self.step, "seconds": round(time.perf_counter() - started, 3),
-                           **{k: float(v) for k, v in metrics.items()}}
-                    rows.append(row)
-                    bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}")
-                    if handle is not None:
-                        if writer is None:
-                            writer = csv.DictWriter(handle, fieldnames=list(row))
-                            writer.writeheader()
-                        writer.writerow(row)
-                    if callback is not None:
-                        callback(row)
+                self.train_seconds = seconds_before + time.perf_counter() - started
+                if self.step % self.config.log_every != 0 and i != steps - 1:
+                    continue
+                row = {"step": self.step, "seconds": round(self.train_seconds, 3),
+                       **{k: float(v) for k, v in metrics.items()}}
+                rows.append(row)
+                self.history.append(row)
+                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}")
+                if handle is not None:
+                    if writer is None:
+                        writer = csv.DictWriter(handle, fieldnames=list(row))
+                        writer.writeheader()
+                        writer.writerows(self.history[:-1])
+                    writer.writerow(row)
+                    handle.flush()
+                if callback is not None:
+                    callback(row)
+                if checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every:
+                    checkpoint()
+                    last_checkpoint = time.perf_counter()
         finally:
             if handle is not None:
                 handle.close()

@@ -151,7 +151,6 @@ class IQL(Learner):
     def update(self) -> dict[str, torch.Tensor]:
         return self.iql_step(self.batch(self.sample(self.policy_batches, self.config.batch_size)))
 
-    def fit(self, steps: int | None = None, **kwargs) -> list[dict]:
-        """As ``Learner.fit``; the actor's cosine schedule reaches 0 at the end of this call."""
-        self.horizon = self.step + (self.config.steps if steps is None else steps)
-        return super().fit(steps, **kwargs)
+    def begin(self, steps: int) -> None:
+        """The actor's cosine schedule reaches 0 at the end of this fit."""
+        self.horizon = self.step + steps
