@@ -126,8 +126,10 @@ def _code_hash() -> str:
 
 def _run_key(learner, algo: str, dataset: TransitionDataset, robot: RobotSpec, steps: int | None,
              n_seeds: int, seed: int, preset: str) -> dict:
-    """What makes two training runs the same, as JSON (the source files stand for the code)."""
+    """What makes two training runs the same, as JSON (the source files stand for the code; the
+    torch threads change the order of floating-point sums, so they count too)."""
     return json.loads(json.dumps({
         "algo": algo, "config": learner.config.to_dict(), "preset": preset,
-        "code_sha256": _code_hash(), "dataset_hash": dataset.hash,
-        "robot_hash": robot.hash, "steps": steps, "n_seeds": n_seeds, "seed": seed}, default=str))
+        "code_sha256": _code_hash(), "dataset_hash": dataset.hash, "robot_hash": robot.hash,
+        "steps": steps, "n_seeds": n_seeds, "seed": seed, "torch_threads": torch.get_num_threads()},
+        default=str))

@@ -54,7 +54,7 @@ class Interrupted(Exception):
 
 
 @pytest.mark.parametrize("name", algos.available())
-def test_a_run_cut_short_goes_on_from_its_checkpoint_bit_for_bit(name, data_for):
+def test_a_run_cut_short_goes_on_from_its_checkpoint_bit_for_bit(name, data_for, tmp_path):
     """70 steps straight against 50, a pickled checkpoint, the kill, and the last 20 from the
     unpickled learner (the schedules set at the start, e.g. IQL's cosine horizon, are kept)."""
     straight = algos.create(name, data_for(name), SPEC, preset="fast", steps=70, seed=7)
@@ -76,6 +76,9 @@ def test_a_run_cut_short_goes_on_from_its_checkpoint_bit_for_bit(name, data_for)
     assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history] == [50, 70]
     for a, b in zip(every_parameter(straight), every_parameter(resumed), strict=True):
         assert torch.equal(a, b)
+    resumed.fit(0, progress=False, log_path=tmp_path / "log.csv", resume=True)  # nothing left
+    logged = (tmp_path / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in logged] == ["step", "50", "70"]
 
 
 @pytest.mark.parametrize("name", ["bc", "be_droil"])

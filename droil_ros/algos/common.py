@@ -209,6 +209,10 @@ class Learner:
         seconds_before = self.train_seconds
         handle = open(log_path, "w", newline="") if log_path is not None else None
         writer = None
+        if handle is not None and self.history:  # a resumed run: its log so far first
+            writer = csv.DictWriter(handle, fieldnames=list(self.history[0]))
+            writer.writeheader()
+            writer.writerows(self.history)
         try:
             bar = tqdm(range(steps), desc=desc or self.name, disable=not progress, leave=False)
             for i in bar:
@@ -226,14 +230,16 @@ class Learner:
                     if writer is None:
                         writer = csv.DictWriter(handle, fieldnames=list(row))
                         writer.writeheader()
-                        writer.writerows(self.history[:-1])
                     writer.writerow(row)
                     handle.flush()
                 if callback is not None:
                     callback(row)
-                if checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every:
+                due = time.perf_counter() - last_checkpoint >= checkpoint_every
+                if checkpoint is not None and due and i < steps - 1:  # at the end the caller exports
+                    saving = time.perf_counter()
                     checkpoint()
                     last_checkpoint = time.perf_counter()
+                    seconds_before -= last_checkpoint - saving  # saving is not training
         finally:
             if handle is not None:
                 handle.close()
