@@ -162,3 +162,15 @@ def test_bad_input(hopper_run, tmp_path):
         experts.train("hopper", 10, run_dir=tmp_path / "lr", lr=1.0)
     proc = run_droil("expert", "train", "--robot", "wheel_legged")
     assert proc.returncode == 2 and "LQR expert" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("report", sorted((REPO / "models" / "experts").glob("*.json")), ids=lambda p: p.stem)
+def test_committed_expert_gives_the_return_its_json_reports(report):
+    """The committed numbers come from the committed file: its first evaluation episode, run
+    again, returns exactly what the JSON says (deterministic policy and physics)."""
+    saved = json.loads(report.read_text())
+    again = experts.evaluate(saved["robot"], report.with_suffix(".onnx"), episodes=1,
+                             seed=saved["eval_seeds"][0])
+    assert again["policy_id"] == saved["policy_id"] and saved["robot_hash"] == load_spec(saved["robot"]).hash
+    assert again["episode_returns"][0] == pytest.approx(saved["episode_returns"][0], abs=0.01)
+    assert saved["return_mean"] == pytest.approx(np.mean(saved["episode_returns"]), abs=0.01)
