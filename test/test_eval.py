@@ -39,6 +39,7 @@ def test_every_robot_has_a_grid():
 def test_shipped_grid_applies_to_its_robot_and_restores(robot):
     grid = load_grid(robot)
     assert grid.robot == robot and set(grid.heldout) <= set(grid.perturbations)
+    assert grid.source == f"config/grids/{robot}.yaml"  # results name it, not this machine's path
     env = make_env(robot, grid.task)
     nominal = model_fields(env)
     for name, sweep in grid.perturbations.items():

@@ -73,9 +73,10 @@ def load_grid(path_or_robot: str | Path) -> Grid:
     Every expanded perturbation is applied once to the robot's environment, so a misspelt joint
     fails here, in a millisecond, rather than hours into an evaluation.
     """
-    path = Path(path_or_robot)
+    path = source = Path(path_or_robot)
     if path.suffix not in (".yaml", ".yml"):
-        path = data_path("config", "grids", f"{path_or_robot}.yaml")
+        source = Path("config", "grids", f"{path_or_robot}.yaml")  # as results record it: no machine's path
+        path = data_path(*source.parts)
         if not path.is_file():
             raise DroilError(f"no grid for robot '{path_or_robot}' "
                              f"(shipped: {', '.join(available_grids())})")
@@ -86,7 +87,7 @@ def load_grid(path_or_robot: str | Path) -> Grid:
     except yaml.YAMLError as exc:
         raise DroilError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     try:
-        return _parse_grid(raw, str(path))
+        return _parse_grid(raw, str(source))
     except DroilError as exc:
         raise DroilError(f"{path}: {exc}") from None
 
