@@ -81,6 +81,8 @@ def test_mixed_data_bench_tiny(tmp_path, monkeypatch):
     assert ref["drive_lqr"]["mean"] < ref["expert"]["mean"]  # rolling away costs reward
     assert ref["noisy_lqr"]["mean"] < ref["expert"]["mean"]
     assert "D_O: LQR of the drive task" in markdown
+    d2mil = payload["table"]["d2mil"]["scores"][0]
+    assert f"| {d2mil:.0f} |" in next(line for line in markdown.splitlines() if line.startswith("| d2mil |"))
 
 
 @pytest.mark.parametrize("extra, message", [

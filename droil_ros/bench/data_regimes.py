@@ -289,7 +289,8 @@ def run_mixed(args, overrides: dict) -> dict:
     table = summarise(evaluation, labels, seeds, ref)
     rows = [[label, f"{MIXED_LEARNERS[label][0]} on {MIXED_LEARNERS[label][1]}", len(jobs[label][1]),
              f"{table[label]['score']:.1f} ± {table[label]['score_seed_std']:.1f}",
-             f"{table[label]['fall_rate']:.2f}"] for label in labels]
+             f"{table[label]['fall_rate']:.2f}", " / ".join(f"{x:.0f}" for x in table[label]["scores"])]
+            for label in labels]
     n_expert = int((parts["expert"].quality == 0).sum())
     composition = [
         ["D_E: LQR (stand)", n_expert, "100.0"],
@@ -304,7 +305,8 @@ def run_mixed(args, overrides: dict) -> dict:
                 f"benchmark's episodes):\n\n"
                 + markdown_table(["part", "transitions", "demonstrator score"], composition)
                 + "\n" + protocol("mixed-data", args, steps, episodes, seeds, grid, ref, seconds)
-                + markdown_table(["run", "learner on data", "transitions", "score", "fall rate"], rows)
+                + markdown_table(["run", "learner on data", "transitions", "score", "fall rate", "per seed"],
+                                 rows)
                 + "\n## Training\n\n" + training_table(training))
     payload = {"robot": ROBOT, "quick": args.quick, "steps": steps, "seeds": seeds, "episodes": episodes,
                "data": {k: {"size": len(v), "hash": v.hash} for k, v in data.items()}, "composition": MIXED,
