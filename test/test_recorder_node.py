@@ -56,7 +56,8 @@ def start_demo(launch, probe, tmp_path) -> tuple[subprocess.Popen, float]:
     launch("lqr_expert")
     assert probe.wait_for(lambda: logged(recorder, "/effort_controller/commands: 1 publisher"),
                           30.0), recorder.log_path.read_text()
-    launch("sim_bridge", mode="lockstep", initial_tilt=0.2, seed=0)
+    # a long timeout: a command late on a loaded machine must not step the sim without it (a hole)
+    launch("sim_bridge", mode="lockstep", initial_tilt=0.2, seed=0, lockstep_timeout=5.0)
     assert probe.wait_for(lambda: logged(recorder, "recording /joint_states", "recording /imu/data",
                                          "recording /effort_controller/commands"), 30.0), (
         recorder.log_path.read_text())
@@ -79,7 +80,7 @@ def test_recorded_lqr_demonstration_converts_exactly(launch, probe, tmp_path):
     t = read_bag_transitions(path, SPEC, "stand")
     assert len(t) >= 0.9 * 3.0 * SPEC.control_rate_hz, t.report
     # one unbroken episode: s' of each transition is the next one's s, one period later
-    np.testing.assert_array_equal(t.next_observations[:-1], t.observations[1:])
+    np.testing.assert_array_equal(t.next_observations[:-1], t.observations[1:], err_msg=t.report)
     np.testing.assert_allclose(np.diff(t.times), SPEC.control_dt, atol=1e-9)
     assert t.episode_starts.sum() <= 1 and not t.terminals.any()
     assert t.timeouts.sum() == 1 and t.timeouts[-1]
