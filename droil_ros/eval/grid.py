@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import pickle
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -251,23 +252,30 @@ def _summary(results: dict, heldout: tuple[str, ...]) -> dict:
 
 def plot(result: dict, out_png: str | Path) -> Path:
     """Mean return vs x with a ±1 std band: one subplot per perturbation, one line per policy.
+    Policies named ``<learner>_seed<k>`` share their learner's colour and differ by line style,
+    so a benchmark's 12 lines stay readable.
 
     Uses matplotlib's object API (rendered by Agg), so no global backend or display is touched.
     """
     from matplotlib.figure import Figure
 
     sweeps, heldout = result["grid"]["perturbations"], set(result["grid"]["heldout"])
+    learners = [re.sub(r"_seed\d+$", "", policy) for policy in result["results"]]
+    colours = {learner: f"C{i % 10}" for i, learner in enumerate(dict.fromkeys(learners))}
+    styles = [("-", "--", ":", "-.")[learners[:k].count(learner) % 4]
+              for k, learner in enumerate(learners)]
     cols = min(4, len(sweeps))
     rows = math.ceil(len(sweeps) / cols)
     fig = Figure(figsize=(4 * cols, 3.2 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, sweeps, strict=False):
-        for policy, per_sweep in result["results"].items():
+        for (policy, per_sweep), learner, style in zip(result["results"].items(), learners, styles,
+                                                       strict=True):
             points = per_sweep[name]
             x = [p["x"] for p in points]
             mean, std = np.array([p["mean"] for p in points]), np.array([p["std"] for p in points])
-            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=policy)
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            ax.plot(x, mean, style, marker="o", markersize=3, color=colours[learner], label=policy)
+            ax.fill_between(x, mean - std, mean + std, color=colours[learner], alpha=0.1)
         ax.set_title(name + (" (held out)" if name in heldout else ""), fontsize="medium")
         ax.set_xlabel(sweeps[name]["template"] or "x", fontsize="small")
         ax.set_ylabel("return", fontsize="small")
