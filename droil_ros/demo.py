@@ -244,13 +244,10 @@ def record(cfg: DemoConfig, spec: RobotSpec, client: DemoClient, group: NodeGrou
     (DDS discovery takes seconds on a loaded machine, and lockstep runs as soon as the LQR
     answers), then a reset starts the first demonstration; ``dataset`` drops the warm-up."""
     group.start(node("demo_recorder", robot=spec.id, output_dir=str(run / "bags"), flush_period=0.5))
-    group.start(node("lqr_expert", robot=spec.id, task=cfg.task))
+    group.start(node("lqr_expert", robot=spec.id, task=cfg.task, use_sim_time=True))
     client.wait_for_subscribers("/joint_states", {"demo_recorder", "lqr_expert"})
     bag = Path(client.trigger("/demo_recorder/start").removeprefix("recording to "))
-    # lockstep_timeout 1 s: on a loaded machine the LQR may take over 0.1 s (the default) to
-    # answer, and a state stepped past without its own command gives no transition
-    group.start(node("sim_bridge", robot=spec.id, task=cfg.task, mode="lockstep", seed=cfg.seed,
-                     lockstep_timeout=1.0))
+    group.start(node("sim_bridge", robot=spec.id, task=cfg.task, mode="lockstep", seed=cfg.seed))
     if not client.wait_for(lambda: all(bag_counts(bag).get(t, 0) > 0 for t in RECORDED), STARTUP_TIMEOUT):
         raise DroilError(f"the recorder heard only {sorted(bag_counts(bag))} within {STARTUP_TIMEOUT:g} s "
                          f"(see the node logs)")

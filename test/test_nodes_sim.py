@@ -15,6 +15,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph import ProbeNode, graph_fixtures, ros_env, stop
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
@@ -25,7 +26,6 @@ from droil_ros.nodes.common import (
     CLOCK_QOS,
     COMMAND_QOS,
     LATCHED_QOS,
-    SENSOR_QOS,
     command_msg,
     effort_from_msg,
     imu_msg,
@@ -39,9 +39,12 @@ DOMAIN = random.randint(1, 20)
 ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 THETA = SPEC.obs_names.index("theta")
-TOPICS = {"joint_states": (JointState, SENSOR_QOS), "imu/data": (Imu, SENSOR_QOS),
+# deep queues: a probe lagging on a loaded machine must not lose what it witnesses
+WITNESS_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, depth=10000)
+TOPICS = {"joint_states": (JointState, WITNESS_QOS), "imu/data": (Imu, WITNESS_QOS),
           "/clock": (Clock, CLOCK_QOS), "/sim_bridge/fallen": (Bool, LATCHED_QOS),
-          "effort_controller/commands": (Float64MultiArray, COMMAND_QOS)}
+          "effort_controller/commands": (Float64MultiArray,
+                                         QoSProfile(reliability=ReliabilityPolicy.RELIABLE, depth=10000))}
 
 
 class Probe(ProbeNode):
@@ -91,7 +94,7 @@ def test_lqr_stands_in_lockstep_for_10_sim_seconds(launch, probe):
     launch("sim_bridge", mode="lockstep", initial_tilt=0.2, seed=0)
     # lockstep offers state 0 until a command answers it: the probe sees the episode from its start
     assert probe.wait_for(lambda: len(probe.tilts()) and probe.fallen() is False, 20.0)
-    launch("lqr_expert")
+    launch("lqr_expert", use_sim_time="true")
     assert probe.wait_for(lambda: probe.sim_time() > 0.0, 20.0), "lockstep never started"
     assert probe.wait_for(lambda: probe.sim_time() >= 10.0, 40.0), f"sim time {probe.sim_time()}"
     tilts = probe.tilts()
@@ -122,7 +125,7 @@ def test_falls_without_a_controller_and_reset_stands_it_up(launch, probe):
 
 def test_perturbation_is_set_at_run_time_and_bad_values_are_rejected(launch, probe):
     launch("sim_bridge", mode="lockstep", initial_tilt=0.1)
-    launch("lqr_expert")
+    launch("lqr_expert", use_sim_time="true")
     assert probe.wait_for(lambda: probe.sim_time() > 1.0 and probe.fallen() is False, 20.0)
     params = AsyncParameterClient(probe.node, "sim_bridge")
     assert params.wait_for_services(timeout_sec=5.0)
@@ -152,8 +155,10 @@ def test_lqr_survives_the_sim_and_stops_commanding(launch, probe):
 
 
 def test_lockstep_keeps_one_state_in_flight_across_resets_and_pauses(launch, probe):
-    launch("sim_bridge", mode="lockstep", initial_tilt=0.1, lockstep_timeout=5.0)
-    launch("lqr_expert")
+    """Also on a loaded machine: no timeout steps a state without its command, and the LQR's
+    watchdog runs on sim time, so it never answers a state the simulation waits on."""
+    bridge = launch("sim_bridge", mode="lockstep", initial_tilt=0.1)
+    launch("lqr_expert", use_sim_time="true")
     assert probe.wait_for(lambda: probe.sim_time() > 0.2, 20.0), "lockstep never started"
     for _ in range(5):  # resets while a state waits for its answer
         assert probe.call(Trigger, "/sim_bridge/reset", Trigger.Request()).success
@@ -166,6 +171,8 @@ def test_lockstep_keeps_one_state_in_flight_across_resets_and_pauses(launch, pro
     assert probe.call(Trigger, "/sim_bridge/reset", Trigger.Request()).success  # paused: waits
     assert probe.set_parameter("sim_bridge", "paused", False) == (True, "")
     assert probe.wait_for(lambda: probe.sim_time() > paused_at + 0.2, 20.0), "not resumed"
+    assert probe.set_parameter("sim_bridge", "paused", True) == (True, "")
+    time.sleep(1.0)  # every command sent arrives: none is missing at the end of the record
     # each state waited for a command (in send order, no two states without one between them,
     # once the LQR answers): two states in flight would give "sscc" after a reset
     with probe.lock:
@@ -173,6 +180,7 @@ def test_lockstep_keeps_one_state_in_flight_across_resets_and_pauses(launch, pro
                       + [(t, "c") for t in probe.published["effort_controller/commands"]])
     kinds = "".join(kind for _, kind in sent)
     assert kinds.count("s") > 100 and "ss" not in kinds[kinds.index("c"):], kinds
+    assert "lockstep: no command" not in bridge.log_path.read_text()
 
 
 @pytest.mark.parametrize("robot, message", [("hopper", "observes through Gymnasium"),

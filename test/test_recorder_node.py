@@ -53,11 +53,11 @@ def start_demo(launch, probe, tmp_path) -> tuple[subprocess.Popen, float]:
     returns the recorder and the sim time when it records states and commands."""
     recorder = launch("demo_recorder", autostart="true", output_dir=str(tmp_path / "bags"),
                       flush_period=FLUSH)
-    launch("lqr_expert")
+    launch("lqr_expert", use_sim_time="true")
     assert probe.wait_for(lambda: logged(recorder, "/effort_controller/commands: 1 publisher"),
                           30.0), recorder.log_path.read_text()
-    # a long timeout: a command late on a loaded machine must not step the sim without it (a hole)
-    launch("sim_bridge", mode="lockstep", initial_tilt=0.2, seed=0, lockstep_timeout=5.0)
+    # lockstep never steps a state without its command, however late it comes (no hole)
+    launch("sim_bridge", mode="lockstep", initial_tilt=0.2, seed=0)
     assert probe.wait_for(lambda: logged(recorder, "recording /joint_states", "recording /imu/data",
                                          "recording /effort_controller/commands"), 30.0), (
         recorder.log_path.read_text())

@@ -113,41 +113,20 @@ def effort_from_msg(msg: Float64MultiArray, spec: RobotSpec) -> np.ndarray:
 
 
 def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Run one node on a single-threaded executor; bad configuration is one line and exit 2."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = node_factory()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (DroilError, ParameterException) as exc:
-        print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception:
-        if rclpy.ok():
-            raise
-        # SIGINT/SIGTERM shut the context down while a callback was publishing: a normal stop
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run one node on a single-threaded executor until SIGINT or SIGTERM; 0 on a signal, and bad
+    configuration is one line and exit 2.
 
-
-def spin_lifecycle_node(node_factory: Callable[[], LifecycleNode], args: list[str] | None = None) -> int:
-    """spin_node for lifecycle nodes: SIGINT and SIGTERM take the node through its shutdown
-    transition, so it can still publish (e.g. a last safe command); rclpy's own signal handlers
-    would shut the context down first. The handler only notes the signal, and the loop checks
-    between executor waits (at most 0.1 s): an exception raised from a handler would land in
-    whatever runs at that moment, a tick's publish or rclpy turning a message into Python (which
-    then fails with an unrelated RuntimeError)."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop_requested = []  # a signal can come several times (``timeout`` forwards a group's SIGTERM)
+    Signals may come several times (a terminal's Ctrl-C reaches the node, then ``ros2 launch``
+    forwards it; ``timeout`` forwards a group's SIGTERM). rclpy's own handlers are off: they shut
+    the context down at once, so a node could not publish on its way out, and the
+    KeyboardInterrupt they raise lands in whatever runs then (``destroy_node`` included). Ours
+    only note the signal, and the loop checks between executor waits (at most 0.1 s); a
+    lifecycle node then goes through its shutdown transition, so it can still send a last safe
+    command."""
+    stop_requested = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: stop_requested.append(signum))
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = node_factory()
@@ -155,11 +134,13 @@ def spin_lifecycle_node(node_factory: Callable[[], LifecycleNode], args: list[st
         executor.add_node(node)
         while rclpy.ok() and not stop_requested:
             executor.spin_once(timeout_sec=0.1)
-        if stop_requested:
+        if stop_requested and isinstance(node, LifecycleNode):
             try:
                 node.trigger_shutdown()
             except RuntimeError:  # rclpy's RCLError: finalized already
                 pass
+    except ExternalShutdownException:
+        pass
     except (DroilError, ParameterException) as exc:
         print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,17 +3,20 @@
 Message-driven: it answers each new JointState + Imu pair, which is what lockstep simulation
 waits for. Bad input gives zero effort, never a crash; when the input stops for
 ``state_timeout`` it commands zero effort once, since effort controllers hold the last command.
+The watchdog runs on steady time, or with ``use_sim_time`` (as lockstep needs) on sim time,
+which stands still while the simulation waits for a command, so it never fires into a waiting
+state (that zero would answer the state in place of the LQR's command).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import time
 
 import numpy as np
 from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
@@ -39,15 +42,18 @@ class LQRExpert(Node):
             "task", "stand", describe("task whose v_ref is the initial speed reference",
                                       read_only=True)).value)
         self.state_timeout = self.declare_parameter("state_timeout", 0.1, describe(
-            "seconds without a JointState + Imu pair before zero effort is commanded",
-            read_only=True)).value
+            "seconds without a JointState + Imu pair before zero effort is commanded (sim time "
+            "with use_sim_time)", read_only=True)).value
         if not self.state_timeout > 0:
             raise DroilError(f"state_timeout must be positive, got {self.state_timeout}")
         self.controller = LQRController(self.spec, v_ref=task.v_ref)
         self.zero = np.zeros(len(self.spec.actuators))
         self.joint_state: JointState | None = None  # latest message not yet used
         self.imu: Imu | None = None
-        self.last_pair = time.monotonic()
+        # steady time on a robot (the system clock can jump), sim time where the sim sets it
+        sim_time = self.get_parameter("use_sim_time").value
+        self.clock = self.get_clock() if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
+        self.last_pair = self.clock.now()
         self.stale = True  # nothing received yet: nothing to stop
 
         self.command_pub = self.create_publisher(Float64MultiArray, "effort_controller/commands",
@@ -55,8 +61,7 @@ class LQRExpert(Node):
         self.create_subscription(Imu, "imu/data", self._on_imu, SENSOR_QOS)
         self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
-        self.create_timer(self.state_timeout / 2, self._watchdog,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(self.state_timeout / 2, self._watchdog, clock=self.clock)
         self.get_logger().info(f"{self.spec.id}/{task.name}: LQR gain {self.controller.gain.ravel()}, "
                                f"v_ref {task.v_ref:g} m/s")
 
@@ -74,7 +79,7 @@ class LQRExpert(Node):
             return
         readings = readings_from_msgs(self.joint_state, self.imu)
         self.joint_state = self.imu = None
-        self.last_pair, self.stale = time.monotonic(), False
+        self.last_pair, self.stale = self.clock.now(), False
         try:
             obs = self.spec.build_observation(readings)
         except ValueError as exc:
@@ -90,7 +95,7 @@ class LQRExpert(Node):
         self.get_logger().warning(f"{why}: zero effort", throttle_duration_sec=1.0)
 
     def _watchdog(self) -> None:
-        if not self.stale and time.monotonic() - self.last_pair > self.state_timeout:
+        if not self.stale and self.clock.now() - self.last_pair > Duration(seconds=self.state_timeout):
             self.stale = True
             self._safe(f"no JointState + Imu for {self.state_timeout:g} s")
 

@@ -74,7 +74,7 @@ from droil_ros.nodes.common import (
     declare_robot,
     describe,
     readings_from_msgs,
-    spin_lifecycle_node,
+    spin_node,
 )
 from droil_ros.policy.runtime import OnnxPolicy, PolicyError
 from droil_ros.robots.spec import RobotSpec
@@ -532,7 +532,7 @@ class PolicyNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    return spin_lifecycle_node(PolicyNode, args)
+    return spin_node(PolicyNode, args)
 
 
 if __name__ == "__main__":

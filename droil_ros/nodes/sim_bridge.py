@@ -6,6 +6,13 @@ hardware); ``lockstep`` publishes a state, waits for the command that answers it
 (deterministic and faster than real time; exactly one state is ever waiting for its answer,
 also across ``~/reset``). ``paused`` stops both. ``/clock`` carries the simulated time, monotonic
 across resets.
+
+Lockstep means lockstep: a state is never stepped past without its own command, however loaded
+the machine. A state unanswered for ``lockstep_timeout`` is an error in the log and in
+``/diagnostics`` (``lockstep_timeouts``), and is offered again; ``lockstep_on_timeout: step``
+restores stepping with the held command instead, which makes holes in recordings. Controllers in
+lockstep should run their watchdogs on sim time (``use_sim_time``): a wall-clock watchdog firing
+while the simulation waits sends a command that answers no state.
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ import sys
 import time
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, Header
 from std_srvs.srv import Trigger
 
 from droil_ros.errors import DroilError, PerturbationError
@@ -41,6 +49,8 @@ from droil_ros.sim.envs import make_env
 from droil_ros.sim.perturb import parse_perturbation
 
 MODES = ("realtime", "lockstep")
+ON_TIMEOUT = ("wait", "step")
+DIAGNOSTICS_PERIOD = 1.0  # s
 REOFFER_PERIOD = 1.0  # s: lockstep offers state 0 again until a first command answers it
 
 
@@ -67,11 +77,18 @@ class SimBridge(Node):
         self.publish_clock = declare("publish_clock", True, describe(
             "publish /clock (sim time) and stamp messages with it; false: stamp with the node "
             "clock", read_only=True)).value
-        lockstep_timeout = declare("lockstep_timeout", 0.1, describe(
-            "lockstep: seconds to wait for a command before stepping with the held one",
+        self.lockstep_timeout = declare("lockstep_timeout", 10.0, describe(
+            "lockstep: seconds a state waits for its command before an error is reported (and "
+            "lockstep_on_timeout applies)", read_only=True)).value
+        if not self.lockstep_timeout > 0:
+            raise DroilError(f"lockstep_timeout must be positive, got {self.lockstep_timeout}")
+        self.on_timeout = declare("lockstep_on_timeout", "wait", describe(
+            "lockstep, after lockstep_timeout: wait (offer the state again, never step without its "
+            "command) or step (step with the held command: loses the state's command)",
             read_only=True)).value
-        if not lockstep_timeout > 0:
-            raise DroilError(f"lockstep_timeout must be positive, got {lockstep_timeout}")
+        if self.on_timeout not in ON_TIMEOUT:
+            raise DroilError(f"unknown lockstep_on_timeout '{self.on_timeout}' "
+                             f"({', '.join(ON_TIMEOUT)})")
         self.hold = declare("hold_until_command", True, describe(
             "realtime: do not step until the first valid command, as a robot held on its stand while "
             "its controller starts (lockstep always waits for commands)", read_only=True)).value
@@ -92,7 +109,8 @@ class SimBridge(Node):
         self.steps = 0  # since start: /clock never runs backwards, not even on reset
         self.episode = -1
         self.fallen = False
-        self.missed = 0
+        self.timeouts = 0  # lockstep: states unanswered for lockstep_timeout
+        self.held_steps = 0  # lockstep: steps made with the held command (lockstep_on_timeout: step)
         self.started = False  # the first command starts the simulated clock (see hold_until_command)
         self.awaiting = False  # lockstep: a published state waits for its command
         self.offered = 0.0  # lockstep: when the last state was published (monotonic s)
@@ -106,13 +124,16 @@ class SimBridge(Node):
         self.fallen_pub = self.create_publisher(Bool, "~/fallen", LATCHED_QOS)
         self.create_subscription(Float64MultiArray, "effort_controller/commands", self._on_command,
                                  COMMAND_HOLD_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.mode == "realtime":
             self.create_timer(self.spec.control_dt, self._on_tick, clock=steady)
         else:
-            self.timeout_timer = self.create_timer(lockstep_timeout, self._on_lockstep_timeout,
-                                                   clock=steady)
+            # a short period: the timer also re-offers state 0 until a controller answers
+            self.timeout_timer = self.create_timer(min(self.lockstep_timeout, REOFFER_PERIOD),
+                                                   self._on_lockstep_timeout, clock=steady)
+        self.create_timer(DIAGNOSTICS_PERIOD, self._publish_diagnostics, clock=steady)
         tilt0 = self._start_episode()
         self.get_logger().info(f"{self.spec.id}/{task}, {self.mode}, {self.spec.control_rate_hz:g} Hz, "
                                f"tilt {tilt0:.3f} rad, perturbation {self.env.perturbation}")
@@ -224,20 +245,45 @@ class SimBridge(Node):
     def _on_lockstep_timeout(self) -> None:
         if self.paused or not self.awaiting:
             return
-        if self.stale_answer:
-            self.stale_answer = False
-            self._publish_state()  # the answer to the state before a reset was lost
-            return
+        waited = time.monotonic() - self.offered
         if not self.started:
             # nobody answered yet (discovery): offer the state again, but seldom, because a
             # controller that gets two offers answers both and would put two states in flight
-            if time.monotonic() - self.offered >= REOFFER_PERIOD:
+            if waited >= REOFFER_PERIOD:
+                self.stale_answer = False
                 self._publish_state()
             return
-        self.missed += 1
-        self.get_logger().warning(f"lockstep: no command within the timeout, stepped with the held "
-                                  f"one ({self.missed} missed)", throttle_duration_sec=1.0)
-        self._advance()
+        if waited < self.lockstep_timeout:
+            return
+        self.timeouts += 1
+        step = self.on_timeout == "step" and not self.stale_answer
+        what = ("stepped with the held command (this state has none of its own)" if step
+                else "offering the state again")
+        self.get_logger().error(
+            f"lockstep: no command for {self.lockstep_timeout:g} s at sim time "
+            f"{self.steps * self.spec.control_dt:.3f} s; {what} ({self.timeouts} timeouts)",
+            throttle_duration_sec=1.0)
+        if step:
+            self.held_steps += 1
+            self._advance()
+        else:  # after a reset, the lost answer was to the state before it: offer the new one
+            self.stale_answer = False
+            self._publish_state()
+
+    def _publish_diagnostics(self) -> None:
+        """Mode, progress and the lockstep counters: WARN once a state waited past the timeout."""
+        values = {"mode": self.mode, "paused": self.paused, "episode": self.episode,
+                  "steps": self.steps, "fallen": self.fallen,
+                  "perturbation": str(self.env.perturbation),
+                  "lockstep_timeouts": self.timeouts, "stepped_without_command": self.held_steps}
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if self.timeouts else DiagnosticStatus.OK,
+            name=f"{self.get_name()}: simulation", hardware_id=self.spec.id,
+            message=(f"{self.timeouts} lockstep timeouts, {self.held_steps} steps without a command"
+                     if self.timeouts else "OK"),
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        self.diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                     status=[status]))
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """In lockstep the new state waits while the last one is still unanswered (its answer is
