@@ -10,8 +10,10 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
+import yaml
 from rosbags.rosbag2 import Reader
 from rosgraph import ProbeNode, graph_fixtures, ros_env, stop
 from rosgraph_msgs.msg import Clock
@@ -76,6 +78,8 @@ def test_recorded_lqr_demonstration_converts_exactly(launch, probe, tmp_path):
 
     with Reader(path) as reader:  # a closed bag, as rosbags and ros2 bag expect it
         topics = reader.topics
+    custom = yaml.safe_load(Path(path, "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert custom["custom_data"]["sim_bridge_lockstep_timeouts"] == "0", custom  # the bridge's count
     assert {"/joint_states", "/imu/data", "/effort_controller/commands", "/sim_bridge/fallen"} <= set(topics)
     t = read_bag_transitions(path, SPEC, "stand")
     assert len(t) >= 0.9 * 3.0 * SPEC.control_rate_hz, t.report

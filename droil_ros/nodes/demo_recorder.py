@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
@@ -116,6 +117,7 @@ class DemoRecorder(Node):
         self.channels: dict[tuple[str, str], int] = {}
         self.create_timer(DISCOVERY_PERIOD, self._discover,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         for topic, name in self.requested.items():
@@ -194,6 +196,17 @@ class DemoRecorder(Node):
             writer.write(channel, received, raw, publish_time=info.get("source_timestamp"))
         except BagError:
             pass  # stopped between the check and the write
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        """A simulation's lockstep counters go into the bag's metadata (custom_data), so a bag
+        says whether a state was ever stepped without its command."""
+        writer = self.writer
+        for status in msg.status if writer is not None else ():
+            values = {v.key: v.value for v in status.values}
+            if "lockstep_timeouts" in values:
+                writer.custom_data = {**writer.custom_data, **{
+                    f"{status.name.partition(':')[0]}_{key}": values[key]
+                    for key in ("lockstep_timeouts", "stepped_without_command") if key in values}}
 
     def _flush_loop(self) -> None:
         while not self.done.wait(self.flush_period):
