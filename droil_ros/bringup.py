@@ -3,7 +3,10 @@
 The same file feeds ``ros2 launch droil_ros <name>.launch.py`` (through ``launch_description``)
 and ``droil bringup <name>``, a process supervisor for machines without ``ros2 launch``: it
 starts every enabled node, and stops them all (SIGTERM, then SIGKILL after a grace period) when
-it is interrupted or when any node exits on its own, so no node is left running unsupervised.
+it is interrupted or when a required node (all are, unless the file says ``required: false``)
+exits on its own, so no node is left running unsupervised. Everything a launch file decides
+(arguments, overrides and their validation, which nodes, which are required) is decided here,
+so the launch files stay three lines and this logic is tested without ``launch``.
 """
 
 from __future__ import annotations
@@ -26,21 +29,46 @@ EXECUTABLES = ("sim_bridge", "lqr_expert", "policy", "teleop", "demo_recorder", 
 GRACE = 5.0  # seconds a node gets to shut down cleanly (the policy node sends a last safe command)
 
 
+GLOBAL_ARGUMENTS = {  # launch arguments that apply to every node of a bringup: name -> description
+    "namespace": "ROS namespace of every node, e.g. robot1 (empty: the root namespace)",
+    "use_sim_time": "true: every node follows /clock (sim_bridge publishes it); false: wall "
+                    "clock; empty: as the bringup file says",
+    "robot": "robot spec (id under config/robots/ or a YAML path) of every node that takes one "
+             "(empty: as the bringup file says)",
+    "policy_path": "ONNX policy the policy node loads at start (empty: as the bringup file says)",
+}
+BOOLEANS = ("true", "false")
+
+
 @dataclass
 class BringupNode:
     executable: str
     parameters: dict = field(default_factory=dict)
     enabled: bool = True
+    required: bool = True  # when it exits, the whole bringup stops
+    namespace: str = ""
 
     def ros_args(self) -> list[str]:
-        """``--ros-args -p k:=v ...``; empty strings are left to the node's default."""
-        args = []
+        """``--ros-args -r __ns:=/ns -p k:=v ...``; empty strings are left to the node's default."""
+        args = ["-r", f"__ns:=/{self.namespace.strip('/')}"] if self.namespace.strip("/") else []
         for key, value in self.parameters.items():
             if value == "":
                 continue
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            args += ["-p", f"{key}:={text}"]
+            args += ["-p", f"{key}:={_text(value)}"]
         return ["--ros-args", *args] if args else []
+
+
+@dataclass
+class LaunchArgument:
+    """A declared launch argument (``ros2 launch ... --show-args`` lists them)."""
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None = None
+
+
+def _text(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def bringup_path(name_or_path: str) -> Path:
@@ -50,35 +78,98 @@ def bringup_path(name_or_path: str) -> Path:
     return data_path("config", "bringup", f"{name_or_path}.yaml")
 
 
-def load_bringup(name_or_path: str, overrides: list[str] = ()) -> list[BringupNode]:
-    """Nodes of a bringup file with ``node.param:=value`` (or ``node.enabled:=false``) applied."""
+def read_bringup(name_or_path: str) -> list[BringupNode]:
+    """The nodes of a bringup file as written."""
     path = bringup_path(name_or_path)
     if not path.is_file():
         available = sorted(p.stem for p in data_path("config", "bringup").glob("*.yaml"))
         raise DroilError(f"unknown bringup '{name_or_path}' (available: {', '.join(available)})")
     try:
         raw = yaml.safe_load(path.read_text())
-        nodes = [BringupNode(n["executable"], dict(n.get("parameters") or {}), bool(n.get("enabled", True)))
-                 for n in raw["nodes"]]
+        nodes = [BringupNode(n["executable"], dict(n.get("parameters") or {}), bool(n.get("enabled", True)),
+                             bool(n.get("required", True))) for n in raw["nodes"]]
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise DroilError(f"{path}: malformed bringup file ({exc.__class__.__name__}: {exc})") from None
-    by_name = {n.executable: n for n in nodes}
     for node in nodes:
         if node.executable not in EXECUTABLES:
             raise DroilError(f"{path}: unknown executable '{node.executable}' ({', '.join(EXECUTABLES)})")
-    for item in overrides:
-        target, sep, value = item.partition(":=")
-        executable, dot, key = target.partition(".")
-        if not sep or not dot or not key:
-            raise DroilError(f"override '{item}' is not of the form node.parameter:=value")
-        if executable not in by_name:
-            raise DroilError(f"override '{item}': no node '{executable}' in {path.stem}")
-        parsed = yaml.safe_load(value) if value else ""
-        if key == "enabled":
-            by_name[executable].enabled = bool(parsed)
-        else:
-            by_name[executable].parameters[key] = parsed
     return nodes
+
+
+def launch_arguments(name_or_path: str) -> list[LaunchArgument]:
+    """What a bringup declares: the global arguments, then ``node.enabled`` and ``node.param``
+    for each node and parameter of its file (any other parameter of a node may be overridden
+    too: the node itself rejects one it does not declare)."""
+    arguments = [LaunchArgument(k, "", text, BOOLEANS + ("",) if k == "use_sim_time" else None)
+                 for k, text in GLOBAL_ARGUMENTS.items()]
+    for node in read_bringup(name_or_path):
+        arguments.append(LaunchArgument(f"{node.executable}.enabled", _text(node.enabled),
+                                        f"start {node.executable}", BOOLEANS))
+        arguments += [LaunchArgument(f"{node.executable}.{key}", _text(value),
+                                     f"{node.executable} parameter {key} (ros2 param describe)")
+                      for key, value in node.parameters.items()]
+    return arguments
+
+
+def load_bringup(name_or_path: str, overrides: list[str] | dict[str, str] = ()) -> list[BringupNode]:
+    """Nodes of a bringup file with overrides applied: ``node.param:=value``,
+    ``node.enabled:=false``, or a global argument (``namespace``, ``use_sim_time``, ``robot``,
+    ``policy_path``). DroilError, one line, for anything that names no node of the file, a
+    global that does not exist, or a value a switch cannot take."""
+    nodes = read_bringup(name_or_path)
+    by_name = {n.executable: n for n in nodes}
+    where = bringup_path(name_or_path).stem
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    for target, value in items:
+        executable, dot, key = target.partition(".")
+        if not dot:
+            _apply_global(nodes, target, value, where)
+            continue
+        if not key:
+            raise DroilError(f"override '{target}:={value}' is not of the form node.parameter:=value")
+        if executable not in by_name:
+            raise DroilError(f"override '{target}:={value}': no node '{executable}' in {where} "
+                             f"({', '.join(by_name)})")
+        if key == "enabled":
+            by_name[executable].enabled = _switch(target, value)
+        else:
+            by_name[executable].parameters[key] = yaml.safe_load(value) if value else ""
+    return nodes
+
+
+def _split(item: str) -> tuple[str, str]:
+    target, sep, value = item.partition(":=")
+    if not sep:
+        raise DroilError(f"override '{item}' is not of the form node.parameter:=value or name:=value")
+    return target, value
+
+
+def _switch(name: str, value: str) -> bool:
+    if value.lower() not in BOOLEANS:
+        raise DroilError(f"{name} must be true or false, got '{value}'")
+    return value.lower() == "true"
+
+
+def _apply_global(nodes: list[BringupNode], name: str, value: str, where: str) -> None:
+    if name not in GLOBAL_ARGUMENTS:
+        raise DroilError(f"unknown argument '{name}' for {where} (global arguments: "
+                         f"{', '.join(GLOBAL_ARGUMENTS)}; node arguments: node.parameter:=value)")
+    if value == "":
+        return
+    if name == "namespace":
+        for node in nodes:
+            node.namespace = value
+    elif name == "use_sim_time":
+        for node in nodes:
+            node.parameters["use_sim_time"] = _switch(name, value)
+    elif name == "robot":
+        for node in (n for n in nodes if "robot" in n.parameters):
+            node.parameters["robot"] = value
+    else:
+        policy = [n for n in nodes if n.executable == "policy"]
+        if not policy:
+            raise DroilError(f"policy_path: {where} has no policy node")
+        policy[0].parameters["policy_path"] = value
 
 
 def command(node: BringupNode) -> list[str]:
@@ -112,9 +203,10 @@ class NodeGroup:
         self.procs[node.executable] = proc
         return proc
 
-    def exited(self) -> str:
-        """The name of a node that has exited, or ''."""
-        return next((name for name, p in self.procs.items() if p.poll() is not None), "")
+    def exited(self, among: set[str] | None = None) -> str:
+        """The name of a node (``among`` these, or any) that has exited, or ''."""
+        return next((name for name, p in self.procs.items()
+                     if (among is None or name in among) and p.poll() is not None), "")
 
     def tail(self, name: str, lines: int = 3) -> str:
         """The end of a node's log, on one line ('' without a log folder)."""
@@ -157,7 +249,8 @@ class NodeGroup:
 
 
 def supervise(nodes: list[BringupNode], log=print) -> int:
-    """Run the enabled nodes until interrupted or until one exits; 0 if all ended cleanly."""
+    """Run the enabled nodes until interrupted or until a required one exits; 0 if all ended
+    cleanly."""
     stopping = False
 
     def interrupt(signum, frame):
@@ -165,6 +258,7 @@ def supervise(nodes: list[BringupNode], log=print) -> int:
         stopping = True
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    required = {n.executable for n in nodes if n.enabled and n.required}
     with NodeGroup() as group:
         try:
             for node in (n for n in nodes if n.enabled):
@@ -172,7 +266,7 @@ def supervise(nodes: list[BringupNode], log=print) -> int:
             failed = ""
             while not stopping and not failed:
                 time.sleep(0.1)
-                failed = group.exited()
+                failed = group.exited(required)
             if failed:
                 log(f"{failed} exited with code {group.procs[failed].returncode}: stopping the others")
             codes = group.stop()
@@ -183,19 +277,34 @@ def supervise(nodes: list[BringupNode], log=print) -> int:
                 signal.signal(sig, handler)
 
 
-def launch_description(name: str, overrides: list[str] = ()):
-    """The ``launch_ros`` form of a bringup, for ``launch/<name>.launch.py``. Arguments given as
-    ``ros2 launch droil_ros NAME.launch.py node.param:=value`` (or ``node.enabled:=false``)
-    override the YAML as they do for ``droil bringup``."""
-    from launch.actions import OpaqueFunction
+def launch_nodes(name: str, configurations: dict[str, str]) -> list[BringupNode]:
+    """The nodes a launch of bringup ``name`` starts, given its launch configurations: those
+    that name one of its arguments or nodes apply; others (a parent launch file's) are not ours."""
+    declared = {a.name for a in launch_arguments(name)}
+    ours = {n.executable for n in read_bringup(name)}
+    return load_bringup(name, {k: v for k, v in configurations.items()
+                               if k in declared or k.partition(".")[0] in ours})
+
+
+def launch_description(name: str):
+    """The ``launch_ros`` form of a bringup, for ``launch/<name>.launch.py``: its arguments
+    declared (``--show-args``), then the nodes ``load_bringup`` makes of them. Configurations
+    of a parent launch file that name none of our arguments or nodes are not ours and are left
+    alone; a required node that exits shuts the launch down."""
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
     from launch_ros.actions import Node
 
     from launch import LaunchDescription
 
     def nodes(context):
-        given = [f"{k}:={v}" for k, v in context.launch_configurations.items() if "." in k]
-        return [Node(package="droil_ros", executable=n.executable, name=n.executable, output="screen",
-                     parameters=[{k: v for k, v in n.parameters.items() if v != ""}])
-                for n in load_bringup(name, [*overrides, *given]) if n.enabled]
+        return [Node(package="droil_ros", executable=n.executable, name=n.executable,
+                     namespace=n.namespace, output="screen",
+                     parameters=[{k: v for k, v in n.parameters.items() if v != ""}],
+                     on_exit=Shutdown(reason=f"{n.executable} exited") if n.required else None)
+                for n in launch_nodes(name, context.launch_configurations) if n.enabled]
 
-    return LaunchDescription([OpaqueFunction(function=nodes)])
+    return LaunchDescription([
+        *(DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
+                                choices=list(a.choices) if a.choices else None)
+          for a in launch_arguments(name)),
+        OpaqueFunction(function=nodes)])

@@ -161,8 +161,13 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bringup(args) -> int:
-    from droil_ros.bringup import command, load_bringup, supervise
+    from droil_ros.bringup import command, launch_arguments, load_bringup, supervise
 
+    if args.show_args:
+        for a in launch_arguments(args.name):
+            choices = f" (one of: {', '.join(repr(c) for c in a.choices)})" if a.choices else ""
+            print(f"    '{a.name}':\n        {a.description}{choices}\n        (default: '{a.default}')")
+        return 0
     nodes = load_bringup(args.name, args.overrides)
     if args.dry_run:
         for node in nodes:
@@ -333,8 +338,12 @@ def build_parser() -> Parser:
 
     bringup = sub.add_parser("bringup", help="start the nodes of config/bringup/NAME.yaml, supervised")
     bringup.add_argument("name", help="sim | robot | record | train, or a bringup YAML path")
-    bringup.add_argument("overrides", nargs="*", metavar="NODE.PARAM:=VALUE",
-                         help="e.g. sim_bridge.mode:=lockstep policy.enabled:=true")
+    bringup.add_argument("overrides", nargs="*", metavar="NAME:=VALUE",
+                         help="node.param:=value, node.enabled:=false, or a global argument "
+                              "(namespace, use_sim_time, robot, policy_path), e.g. "
+                              "sim_bridge.mode:=lockstep policy.enabled:=true use_sim_time:=true")
+    bringup.add_argument("--show-args", action="store_true",
+                         help="list the arguments the bringup declares, as ros2 launch does")
     bringup.add_argument("--dry-run", action="store_true", help="print the commands only")
     bringup.set_defaults(func=cmd_bringup)
 

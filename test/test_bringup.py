@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,17 @@ import pytest
 from rosgraph import ProbeNode, ros_env
 from sensor_msgs.msg import Imu, JointState
 
-from droil_ros.bringup import EXECUTABLES, BringupNode, NodeGroup, load_bringup
+from droil_ros.bringup import (
+    EXECUTABLES,
+    GLOBAL_ARGUMENTS,
+    BringupNode,
+    NodeGroup,
+    command,
+    launch_arguments,
+    launch_nodes,
+    load_bringup,
+    read_bringup,
+)
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import SENSOR_QOS, readings_from_msgs
 from droil_ros.resources import data_path
@@ -39,6 +50,65 @@ def test_overrides_and_their_errors():
         load_bringup("sim", ["teleop.source:=joy"])
     with pytest.raises(DroilError, match="unknown bringup 'moon'"):
         load_bringup("moon")
+
+
+def test_each_bringup_declares_its_arguments_and_the_readme_lists_them():
+    readme = data_path("README.md").read_text()
+    for name in BRINGUPS:
+        arguments = launch_arguments(name)
+        names = [a.name for a in arguments]
+        expected = [*GLOBAL_ARGUMENTS]
+        for node in read_bringup(name):
+            expected += [f"{node.executable}.enabled", *(f"{node.executable}.{k}" for k in node.parameters)]
+        assert names == expected
+        assert all(a.description for a in arguments)
+        missing = [n for n in names if f"`{n}`" not in readme]
+        assert not missing, f"README's launch argument table lacks {missing} of {name}"
+
+
+def test_global_arguments_reach_every_node_they_concern():
+    nodes = {n.executable: n for n in load_bringup("sim", [
+        "namespace:=robot1", "use_sim_time:=true", "robot:=my_robot.yaml", "policy_path:=be.onnx"])}
+    for node in nodes.values():
+        assert node.parameters["use_sim_time"] is True and node.parameters["robot"] == "my_robot.yaml"
+        assert node.ros_args()[:3] == ["--ros-args", "-r", "__ns:=/robot1"]
+    assert nodes["policy"].parameters["policy_path"] == "be.onnx"
+    assert all("use_sim_time" not in n.parameters for n in load_bringup("sim", ["use_sim_time:="]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("use_sim_tme:=true", "unknown argument 'use_sim_tme' for sim"),
+    ("use_sim_time:=yes", "use_sim_time must be true or false, got 'yes'"),
+    ("lqr_expert.enabled:=maybe", "lqr_expert.enabled must be true or false"),
+    ("teleop.source:=joy", "no node 'teleop' in sim"),
+    ("sim_bridge.:=1", "not of the form node.parameter:=value"),
+    ("sim_bridge.mode", "not of the form"),
+])
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(DroilError, match=message.replace(".", r"\.")):
+        load_bringup("sim", [override])
+    with pytest.raises(DroilError, match=r"policy_path: train has no policy node"):
+        load_bringup("train", ["policy_path:=a.onnx"])
+
+
+def test_a_launch_takes_its_own_configurations_and_leaves_a_parents_alone():
+    configurations = {a.name: a.default for a in launch_arguments("sim")}  # declared defaults
+    configurations.update({"camera.fps": "30", "world": "moon",  # a parent launch file's
+                           "lqr_expert.enabled": "false", "policy.enabled": "true",
+                           "sim_bridge.lockstep_timeout": "20.0"})  # undeclared: the node checks
+    nodes = {n.executable: n for n in launch_nodes("sim", configurations)}
+    assert not nodes["lqr_expert"].enabled and nodes["policy"].enabled
+    assert nodes["sim_bridge"].parameters == {**read_bringup("sim")[0].parameters, "lockstep_timeout": 20.0}
+
+
+def test_an_undeclared_node_parameter_is_one_line_and_exit_2():
+    """A typo in a bringup override reaches the node, which refuses it (not silently ignored)."""
+    [node] = [n for n in load_bringup("sim", ["lqr_expert.enabeld:=false"]) if n.executable == "lqr_expert"]
+    result = subprocess.run(["timeout", "-s", "KILL", "60", *command(node)], capture_output=True, text=True,
+                            env=dict(os.environ, **ros_env(DOMAIN)))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and lines[-1].startswith("lqr_expert: error: unknown parameter enabeld"), (
+        result.stderr)
 
 
 def test_launch_files_build_launch_descriptions():

@@ -112,6 +112,16 @@ def effort_from_msg(msg: Float64MultiArray, spec: RobotSpec) -> np.ndarray:
     return effort
 
 
+def reject_undeclared_parameters(node: Node) -> None:
+    """DroilError naming parameters given to the node that it does not declare: a typo
+    (``-p enabeld:=false``, ``lqr_expert.enabeld:=false`` in a bringup) must not pass unnoticed.
+    rclpy keeps what was given in ``_parameter_overrides``; there is no public accessor."""
+    unknown = sorted(set(node._parameter_overrides) - set(node._parameters))
+    if unknown:
+        raise DroilError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                         f"(declared: {', '.join(sorted(node._parameters))})")
+
+
 def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
     """Run one node on a single-threaded executor until SIGINT or SIGTERM; 0 on a signal, and bad
     configuration is one line and exit 2.
@@ -130,6 +140,7 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
     node = None
     try:
         node = node_factory()
+        reject_undeclared_parameters(node)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not stop_requested:
