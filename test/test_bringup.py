@@ -2,7 +2,6 @@
 
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from droil_ros.bringup import (
 )
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import SENSOR_QOS, readings_from_msgs
+from droil_ros.nodes.graph import GraphClient
 from droil_ros.resources import data_path
 from droil_ros.robots import load_spec
 
@@ -175,14 +175,17 @@ def test_droil_bringup_sim_balances_and_stops_every_node(tmp_path):
     with open(log_path, "w") as log:
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "droil_ros.cli", "bringup", "sim", "sim_bridge.initial_tilt:=0.1"],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **ros_env(DOMAIN)))
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **ros_env(DOMAIN)),
+            process_group=0)
         probe = Probe(DOMAIN)
         try:
             assert probe.wait_for(lambda: probe.tilt() is not None, 40.0), log_path.read_text()
             seen = len(probe.received("joint_states"))
             assert probe.wait_for(lambda: len(probe.received("joint_states")) > seen + 400, 30.0)
             assert abs(probe.tilt()) < 0.05  # the LQR caught the initial 0.1 rad and holds it
-            supervisor.send_signal(signal.SIGTERM)
+            for _ in range(2):  # a terminal's Ctrl-C, twice (its process group: the supervisor)
+                os.killpg(supervisor.pid, signal.SIGINT)
+                time.sleep(0.2)
             assert supervisor.wait(timeout=30) == 0, log_path.read_text()
         finally:
             probe.close()
@@ -195,3 +198,46 @@ def test_droil_bringup_sim_balances_and_stops_every_node(tmp_path):
     pids = started_pids(text)
     assert len(pids) == 2 and not any(alive(pid) for pid in pids), text
     assert "stopped: sim_bridge 0, lqr_expert 0" in text, text
+
+
+NODE_ARGS = {"sim_bridge": [], "lqr_expert": [], "policy": [], "teleop": [],
+             "demo_recorder": ["autostart:=true", "output_dir:={tmp}/bags"],
+             "trainer": ["output_dir:={tmp}/policies"]}
+
+
+def test_every_node_exits_0_when_its_process_group_gets_sigint_twice(tmp_path):
+    """What ``ros2 launch`` does to its nodes on a terminal's Ctrl-C: the SIGINT reaches the whole
+    process group, then launch forwards it again; no node may die with a traceback or exit != 0."""
+    assert set(NODE_ARGS) == set(EXECUTABLES)
+    env = dict(os.environ, **ros_env(DOMAIN))
+    procs, logs, group = {}, {}, 0
+    client = GraphClient(DOMAIN)
+    try:
+        for name, params in NODE_ARGS.items():
+            logs[name] = open(tmp_path / f"{name}.log", "w")
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"droil_ros.nodes.{name}", "--ros-args",
+                 *(a for p in params for a in ("-p", p.format(tmp=tmp_path)))],
+                stdout=logs[name], stderr=subprocess.STDOUT, env=env, process_group=group)
+            group = group or procs[name].pid
+        assert client.wait_for(lambda: set(NODE_ARGS) <= set(client.node.get_node_names()), 60.0), (
+            client.node.get_node_names(), {n: (tmp_path / f"{n}.log").read_text() for n in NODE_ARGS})
+        for _ in range(2):
+            os.killpg(group, signal.SIGINT)
+            time.sleep(0.2)
+        codes = {}
+        for name, proc in procs.items():
+            try:
+                codes[name] = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                codes[name] = "running 30 s after SIGINT"
+    finally:
+        client.close()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for log in logs.values():
+            log.close()
+    text = {name: (tmp_path / f"{name}.log").read_text() for name in NODE_ARGS}
+    assert codes == dict.fromkeys(NODE_ARGS, 0), (codes, text)
+    assert not [name for name, t in text.items() if "Traceback" in t], text

@@ -133,10 +133,10 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
     only note the signal, and the loop checks between executor waits (at most 0.1 s); a
     lifecycle node then goes through its shutdown transition, so it can still send a last safe
     command."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)  # resets SIGINT/SIGTERM
     stop_requested = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: stop_requested.append(signum))
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = node_factory()
@@ -145,6 +145,12 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
         executor.add_node(node)
         while rclpy.ok() and not stop_requested:
             executor.spin_once(timeout_sec=0.1)
+        if stop_requested:
+            # the stop is under way: later signals change nothing. Ignored, not just noted: Python's
+            # finalisation puts a handler of ours back to the default (die by the signal), and
+            # ``ros2 launch`` forwards a Ctrl-C while we may be exiting already
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
         if stop_requested and isinstance(node, LifecycleNode):
             try:
                 node.trigger_shutdown()
