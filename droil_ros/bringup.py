@@ -38,6 +38,7 @@ GLOBAL_ARGUMENTS = {  # launch arguments that apply to every node of a bringup: 
     "policy_path": "ONNX policy the policy node loads at start (empty: as the bringup file says)",
 }
 BOOLEANS = ("true", "false")
+SHARE = "$(share)"
 
 
 @dataclass
@@ -86,14 +87,27 @@ def read_bringup(name_or_path: str) -> list[BringupNode]:
         raise DroilError(f"unknown bringup '{name_or_path}' (available: {', '.join(available)})")
     try:
         raw = yaml.safe_load(path.read_text())
-        nodes = [BringupNode(n["executable"], dict(n.get("parameters") or {}), bool(n.get("enabled", True)),
-                             bool(n.get("required", True))) for n in raw["nodes"]]
+        nodes = [BringupNode(n["executable"], _parameters(n),
+                             bool(n.get("enabled", True)), bool(n.get("required", True)))
+                 for n in raw["nodes"]]
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise DroilError(f"{path}: malformed bringup file ({exc.__class__.__name__}: {exc})") from None
     for node in nodes:
         if node.executable not in EXECUTABLES:
             raise DroilError(f"{path}: unknown executable '{node.executable}' ({', '.join(EXECUTABLES)})")
     return nodes
+
+
+def _in_share(value):
+    """``$(share)/...`` in a bringup file: a file installed with the package (as launch's
+    ``$(find-pkg-share droil_ros)``), wherever it is installed."""
+    if isinstance(value, str) and value.startswith(SHARE):
+        return str(data_path()) + value[len(SHARE):]
+    return value
+
+
+def _parameters(entry: dict) -> dict:
+    return {key: _in_share(value) for key, value in (entry.get("parameters") or {}).items()}
 
 
 def launch_arguments(name_or_path: str) -> list[LaunchArgument]:
