@@ -43,7 +43,7 @@ from droil_ros.nodes.common import (
     CLOCK_QOS,
     COMMAND_QOS,
     LATCHED_QOS,
-    SENSOR_QOS,
+    SENSOR_WITNESS_QOS,
     effort_from_msg,
     readings_from_msgs,
 )
@@ -97,8 +97,10 @@ class DemoClient(GraphClient):
     def setup(self) -> None:
         node = self.node
         node.create_subscription(ClockMsg, "/clock", self._on_clock, CLOCK_QOS)
-        node.create_subscription(JointState, "/joint_states", lambda m: self._on_sensor("js", m), SENSOR_QOS)
-        node.create_subscription(Imu, "/imu/data", lambda m: self._on_sensor("imu", m), SENSOR_QOS)
+        # every state counts in a measured episode, also when this process lags
+        node.create_subscription(JointState, "/joint_states", lambda m: self._on_sensor("js", m),
+                                 SENSOR_WITNESS_QOS)
+        node.create_subscription(Imu, "/imu/data", lambda m: self._on_sensor("imu", m), SENSOR_WITNESS_QOS)
         node.create_subscription(Float64MultiArray, "/effort_controller/commands", self._on_command,
                                  COMMAND_QOS)
         node.create_subscription(String, "/policy/swap_status", self._on_swap, LATCHED_QOS)

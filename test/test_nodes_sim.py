@@ -26,6 +26,7 @@ from droil_ros.nodes.common import (
     CLOCK_QOS,
     COMMAND_QOS,
     LATCHED_QOS,
+    SENSOR_WITNESS_QOS,
     command_msg,
     effort_from_msg,
     imu_msg,
@@ -39,9 +40,7 @@ DOMAIN = random.randint(1, 20)
 ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 THETA = SPEC.obs_names.index("theta")
-# deep queues: a probe lagging on a loaded machine must not lose what it witnesses
-WITNESS_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, depth=10000)
-TOPICS = {"joint_states": (JointState, WITNESS_QOS), "imu/data": (Imu, WITNESS_QOS),
+TOPICS = {"joint_states": (JointState, SENSOR_WITNESS_QOS), "imu/data": (Imu, SENSOR_WITNESS_QOS),
           "/clock": (Clock, CLOCK_QOS), "/sim_bridge/fallen": (Bool, LATCHED_QOS),
           "effort_controller/commands": (Float64MultiArray,
                                          QoSProfile(reliability=ReliabilityPolicy.RELIABLE, depth=10000))}

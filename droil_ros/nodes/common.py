@@ -32,6 +32,10 @@ EXIT_USAGE = 2
 # Sensors: the newest sample matters, a lost one is replaced 5 ms later (qos_profile_sensor_data).
 SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
                         depth=5)
+# Sensors for a reader that must see every state (a measurement, a test's witness): a reader
+# lagging on a loaded machine keeps up to seconds of them instead of losing all but 5.
+SENSOR_WITNESS_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
+                                history=HistoryPolicy.KEEP_LAST, depth=2000)
 # Commands: RELIABLE because ros2_control's effort controller subscribes reliably (a best-effort
 # publisher would not match it) and lockstep must not lose the answer to a state. Publishers keep
 # 100: a reliable writer drops samples beyond its history even when a slow subscriber (a
