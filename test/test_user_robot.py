@@ -85,6 +85,11 @@ def test_collect_train_and_a_changed_spec_refused(robots, tmp_path, monkeypatch)
                      "--steps", "5", "--config", "fast", "--robot", "twin")
     assert proc.returncode == 0, proc.stderr
     assert onnx_meta(policy)["robot_spec"] == spec.text
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("robot: twin\ntask: stand\nepisodes: 1\nseconds: 0.2\n"
+                    "perturbations:\n  mass: {x: [1.0], perturb: 'mass={x}'}\n")
+    proc = run_droil("eval", "--policy", str(policy), "--robot", str(spec.source), "--grid", str(grid))
+    assert proc.returncode == 0, proc.stderr  # before: the sim took the grid's id only
 
     changed = spec.source.read_text().replace("high: 2.0", "high: 3.0")
     assert changed != spec.text
