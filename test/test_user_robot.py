@@ -8,7 +8,7 @@ import yaml
 from conftest import run_droil
 
 from droil_ros.data import load_dataset
-from droil_ros.data.dataset import TransitionDataset
+from droil_ros.data.dataset import ARRAYS, DatasetError, TransitionDataset, concatenate
 from droil_ros.policy import OnnxPolicy
 from droil_ros.robots import load_spec
 
@@ -124,9 +124,14 @@ def test_bad_user_robots_are_one_line(robots, case, message):
     one_line_exit_2(run_droil("sim", "--robot", robot), message)
 
 
+def test_datasets_of_two_spec_versions_do_not_mix(lqr_dataset):
+    other = TransitionDataset(**{k: getattr(lqr_dataset, k) for k in ARRAYS},
+                              meta=dict(lqr_dataset.meta, robot_hash="0" * 16))
+    with pytest.raises(DatasetError, match="different versions of its spec"):
+        concatenate([lqr_dataset, other], "mixed")
+
+
 def test_datasets_without_an_embedded_spec_load_by_id(lqr_dataset):
-    old = TransitionDataset(**{k: getattr(lqr_dataset, k) for k in (
-        "observations", "actions", "next_observations", "rewards", "terminals", "timeouts",
-        "episode_starts", "domain", "quality")}, meta=dict(lqr_dataset.meta))
+    old = TransitionDataset(**{k: getattr(lqr_dataset, k) for k in ARRAYS}, meta=dict(lqr_dataset.meta))
     del old.meta["robot_spec"], old.meta["robot_spec_file"]
     assert old.robot_spec().hash == load_spec("wheel_legged").hash == lqr_dataset.robot_spec().hash

@@ -209,6 +209,10 @@ def concatenate(parts: list[TransitionDataset], source: str) -> TransitionDatase
     robots = {p.robot_id for p in parts}
     if len(robots) > 1:
         raise DatasetError(f"cannot mix datasets of robots {sorted(robots)}")
+    versions = {p.meta.get("robot_hash") for p in parts}
+    if len(versions) > 1:
+        raise DatasetError(f"cannot mix datasets of robot '{parts[0].robot_id}' made with different "
+                           f"versions of its spec (hashes {', '.join(sorted(map(str, versions)))})")
     data = {name: np.concatenate([getattr(p, name) for p in parts]) for name in ARRAYS}
     meta = dict(parts[0].meta, source=source,
                 has_rewards=bool(np.isfinite(data["rewards"]).any()))
