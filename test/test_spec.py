@@ -205,6 +205,11 @@ def test_robot_path_adds_user_specs_and_refuses_an_ambiguous_id(tmp_path, monkey
         load_spec("my_robot")
     with pytest.raises(SpecError, match="robot 'wheel_legged' is ambiguous: .*config/robots/wheel_legged"):
         load_spec("wheel_legged")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "rover.yaml").write_text((tmp_path / "a" / "my_robot.yaml").read_text())
+    monkeypatch.setenv("DROIL_ROBOT_PATH", str(tmp_path / "c"))
+    with pytest.raises(SpecError, match="rover.yaml: its id is 'my_robot'"):
+        load_spec("rover")
     monkeypatch.setenv("DROIL_ROBOT_PATH", str(tmp_path / "missing"))
     with pytest.raises(SpecError, match="DROIL_ROBOT_PATH names a folder that does not exist"):
         load_spec("wheel_legged")

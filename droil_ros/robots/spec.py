@@ -367,7 +367,10 @@ def load_spec(name_or_path: str | Path) -> RobotSpec:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read ({exc.__class__.__name__})") from None
-    return parse_spec(text, path)
+    spec = parse_spec(text, path)
+    if path != Path(name_or_path) and spec.id != str(name_or_path):
+        raise SpecError(f"{path}: its id is '{spec.id}'; a spec found by id must be named <id>.yaml")
+    return spec
 
 
 def parse_spec(text: str, source: Path, where: str | None = None, check_model: bool = True) -> RobotSpec:
