@@ -72,6 +72,17 @@ def test_a_robot_without_a_model_trains_from_its_dataset_alone(robots, tmp_path,
     assert OnnxPolicy(policy, spec)(obs[:2]).shape == (2, 1)
 
 
+def test_a_robot_without_a_model_converts_a_bag(robots, tmp_path):
+    from test_bag import scenario, write_rosbags
+
+    bag, data = write_rosbags(tmp_path / "bag", scenario()), tmp_path / "rover.npz"
+    proc = run_droil("dataset", "from-bag", str(bag), "--robot", "rover", "--out", str(data))
+    assert proc.returncode == 0, proc.stderr
+    dataset = load_dataset(data)
+    assert dataset.robot_id == "rover" and len(dataset) > 100
+    assert dataset.meta["robot_spec"] == (robots / "rover.yaml").read_text()
+
+
 def test_collect_train_and_a_changed_spec_refused(robots, tmp_path, monkeypatch):
     """A relative model resolves beside the spec (before: against the package). A dataset of one
     spec version no longer trains under another (before: only id and dims were compared)."""
