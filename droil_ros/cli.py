@@ -120,10 +120,12 @@ def cmd_dataset(args) -> int:
 
 def cmd_train(args) -> int:
     from droil_ros.pipeline import train_and_export
+    from droil_ros.robots import load_spec
 
-    result = train_and_export(args.algo, args.data, args.out, steps=args.steps, n_seeds=args.seeds,
-                              seed=args.seed, preset=args.config, overrides=parse_overrides(args.set),
-                              reuse=args.resume)
+    robot = load_spec(args.robot) if args.robot else None
+    result = train_and_export(args.algo, args.data, args.out, robot=robot, steps=args.steps,
+                              n_seeds=args.seeds, seed=args.seed, preset=args.config,
+                              overrides=parse_overrides(args.set), reuse=args.resume)
     print(f"{args.algo}: {result.steps} steps x {args.seeds} seed(s) in {result.seconds:.1f} s "
           f"({result.steps_per_second:.0f} steps/s), final loss {result.final.get('loss', float('nan')):.4g}")
     for path in result.policies:
@@ -140,10 +142,11 @@ def cmd_eval(args) -> int:
 
     if not (args.grid or args.robot):
         raise DroilError("give --robot (its shipped grid) or --grid")
-    grid = load_grid(args.grid or args.robot)
-    if args.robot and load_spec(args.robot).id != grid.robot:
-        raise DroilError(f"grid is for robot '{grid.robot}', --robot is '{args.robot}'")
-    env = make_env(grid.robot, grid.task)
+    robot = load_spec(args.robot) if args.robot else None
+    grid = load_grid(args.grid or robot.id)
+    if robot and robot.id != grid.robot:
+        raise DroilError(f"grid is for robot '{grid.robot}', --robot is '{robot.id}'")
+    env = make_env(robot or grid.robot, grid.task)
     policies = {}
     for path in args.policy:
         name = Path(path).stem
@@ -260,6 +263,7 @@ def cmd_expert(args) -> int:
     return 0
 
 
+ROBOT_HELP = "robot spec: an id (config/robots or a DROIL_ROBOT_PATH folder) or a YAML path"
 THREADS_HELP = ("torch threads (more pay only on an idle machine: with the cores busy, threads wait "
                 "for each other and training runs over 10x slower)")
 # the registry's names, without importing torch to build the parser (test_cli checks they agree)
@@ -272,7 +276,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     sim = sub.add_parser("sim", help="run a controller in closed loop in the simulator")
-    sim.add_argument("--robot", default="wheel_legged", help="robot spec id or YAML path")
+    sim.add_argument("--robot", default="wheel_legged", help=ROBOT_HELP)
     sim.add_argument("--controller", default="lqr", help="lqr | zero")
     sim.add_argument("--task", default=None, help="task of the robot spec (default: its first)")
     sim.add_argument("--seconds", type=positive_float, default=None,
@@ -285,7 +289,7 @@ def build_parser() -> Parser:
     sim.set_defaults(func=cmd_sim)
 
     collect = sub.add_parser("collect", help="collect a transition dataset in the simulator")
-    collect.add_argument("--robot", default="wheel_legged", help="robot spec id or YAML path")
+    collect.add_argument("--robot", default="wheel_legged", help=ROBOT_HELP)
     collect.add_argument("--expert", default="lqr", help="lqr | noisy_lqr | PATH.onnx")
     collect.add_argument("--episodes", type=positive_int, default=10)
     collect.add_argument("--out", required=True, help="dataset file (.npz)")
@@ -304,7 +308,8 @@ def build_parser() -> Parser:
     ds.add_argument("source", help="dataset file (.npz); a rosbag2 for from-bag; a Minari id")
     ds.add_argument("--id", default=None, help="to-minari: Minari dataset id, e.g. droil/wl-lqr-v0")
     ds.add_argument("--out", default=None, help="from-bag, from-minari: dataset file to write")
-    ds.add_argument("--robot", default=None, help="from-bag: robot; from-minari: of a foreign dataset")
+    ds.add_argument("--robot", default=None,
+                    help=f"from-bag: {ROBOT_HELP}; from-minari: the robot of a foreign dataset")
     ds.add_argument("--task", default=None, help="from-bag: task whose reward and fall apply")
     ds.add_argument("--root", default=None, help="Minari datasets folder (MINARI_DATASETS_PATH)")
     ds.set_defaults(func=cmd_dataset)
@@ -313,6 +318,9 @@ def build_parser() -> Parser:
     train.add_argument("--algo", required=True, help="a learner: " + ", ".join(LEARNERS))
     train.add_argument("--data", required=True, help="dataset file (.npz)")
     train.add_argument("--out", required=True, help="policy file (.onnx); several seeds: _seedN")
+    train.add_argument("--robot", default=None,
+                       help=f"default: the spec the dataset carries; given ({ROBOT_HELP}), it must be "
+                            "the same version (hash)")
     train.add_argument("--steps", type=positive_int, default=None, help="default: the preset's")
     train.add_argument("--seeds", type=positive_int, default=1, help="seeds trained as one batch")
     train.add_argument("--seed", type=non_negative_int, default=0)
@@ -327,7 +335,7 @@ def build_parser() -> Parser:
 
     ev = sub.add_parser("eval", help="evaluate policies on a perturbation grid")
     ev.add_argument("--policy", nargs="+", required=True, help="ONNX files (or lqr, zero)")
-    ev.add_argument("--robot", default=None, help="robot id (its grid config/grids/<id>.yaml)")
+    ev.add_argument("--robot", default=None, help=f"{ROBOT_HELP} (its grid: config/grids/<id>.yaml)")
     ev.add_argument("--grid", default=None, help="grid YAML (default: the robot's)")
     ev.add_argument("--episodes", type=positive_int, default=None, help="per magnitude")
     ev.add_argument("--seed", type=non_negative_int, default=0)
@@ -354,7 +362,7 @@ def build_parser() -> Parser:
                     "(seeds batched) and export ONNX, then run the sim on a perturbed "
                     "robot in real time: the LQR node for reference, then the policy node with each "
                     "learner hot-swapped in. Prints a table; everything stays in the run folder.")
-    demo.add_argument("--robot", default="wheel_legged", help="robot spec id or YAML path")
+    demo.add_argument("--robot", default="wheel_legged", help=ROBOT_HELP)
     demo.add_argument("--task", default="stand", help="task of the robot spec")
     demo.add_argument("--seconds", type=positive_float, default=50.0,
                       help="seconds of demonstrations (sim time; 200 Hz: 10,000 transitions)")
@@ -404,7 +412,7 @@ def build_parser() -> Parser:
 
     bench = sub.add_parser("bench", help="benchmarks; results under docs/results/")
     bench.add_argument("name", choices=["lqr", "robustness", "training-speed", "tune", *CLI_BENCHES])
-    bench.add_argument("--robot", default="wheel_legged")
+    bench.add_argument("--robot", default="wheel_legged", help=ROBOT_HELP)
     bench.add_argument("--episodes", type=positive_int, default=None)
     bench.add_argument("--seed", type=non_negative_int, default=0)
     bench.add_argument("--quick", action="store_true", help="fewer cases, steps and episodes")

@@ -15,7 +15,7 @@ import torch
 from droil_ros import algos
 from droil_ros.data.dataset import TransitionDataset, load_dataset
 from droil_ros.policy.export import export_onnx
-from droil_ros.robots.spec import RobotSpec, load_spec
+from droil_ros.robots.spec import RobotSpec
 
 
 @dataclass
@@ -53,7 +53,7 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
     every ``checkpoint_every`` seconds of training under the same key (removed once exported)."""
     if not isinstance(dataset, TransitionDataset):
         dataset = load_dataset(dataset)
-    robot = robot or load_spec(dataset.robot_id)
+    robot = robot or dataset.robot_spec()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     learner = algos.create(algo, dataset, robot, preset=preset, seed=seed, n_seeds=n_seeds,

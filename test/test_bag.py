@@ -223,6 +223,11 @@ def _without(msgs, topic):
     ("all_garbage", "bag has no usable messages on /effort_controller/commands (skipped 138 "
                     "undecodable"),
     ("gymnasium", "observes through Gymnasium"),
+    # before: "bag has no /joint_states (topics: none)", and "no metadata.yaml" for the folder
+    ("truncated", "bag is truncated (bag.mcap: cut short at byte 43, read up to there): 0 messages "
+                  "could be read, no /joint_states (topics: none)"),
+    ("metadata_only", "bag: the storage file is missing: metadata.yaml is there, no .mcap or .db3 "
+                      "file (metadata.yaml lists: bag.mcap)"),
 ])
 def test_errors_are_one_line(tmp_path, case, message):
     msgs, robot, path = scenario(), SPEC, tmp_path / "bag"
@@ -250,11 +255,35 @@ def test_errors_are_one_line(tmp_path, case, message):
         elif case == "gymnasium":
             robot = load_spec("hopper")
         write_rosbags(path, msgs)
+        if case == "truncated":
+            path = path / "bag.mcap"
+            path.write_bytes(path.read_bytes()[:1000])
+        elif case == "metadata_only":
+            (path / "bag.mcap").unlink()
     with pytest.raises(DatasetError) as info:
         dataset_from_bag(path, robot, "stand" if robot is SPEC else None)
     assert isinstance(info.value, BagError)
     text = str(info.value)
     assert message in text and "\n" not in text, text
+
+
+def test_topics_and_joint_order_come_from_the_spec(tmp_path):
+    """A robot's own topic names and nameless JointStates (``ros`` in its spec), no arguments."""
+    text = SPEC.text + "ros: {state_topic: /robot/joints, command_topic: /robot/torque, joints: by_index}\n"
+    (tmp_path / "robot.yaml").write_text(text)
+    robot = load_spec(tmp_path / "robot.yaml")
+    renamed = {"/joint_states": "/robot/joints", "/effort_controller/commands": "/robot/torque"}
+    msgs = [(renamed.get(topic, topic), ty, t, joint_state(int(TS.deserialize_cdr(d, JS).velocity[0]),
+                                                           _stamp_ns(d), names=()) if ty == JS else d)
+            for topic, ty, t, d in scenario()]
+    check_scenario(dataset_from_bag(write_rosbags(tmp_path / "bag", msgs), robot, "stand"))
+    with pytest.raises(BagError, match="bag has no /joint_states"):
+        dataset_from_bag(tmp_path / "bag", SPEC, "stand")
+
+
+def _stamp_ns(data: bytes) -> int:
+    stamp = TS.deserialize_cdr(data, JS).header.stamp
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def test_writer_bag_is_readable_after_every_flush(tmp_path):

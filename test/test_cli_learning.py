@@ -108,8 +108,14 @@ def test_dataset_of_another_robot(trained, tmp_path):
     dataset = load_dataset(trained / "lqr.npz")
     dataset.meta["robot_id"] = "hopper"
     dataset.save(hopper)
-    proc = run_droil("train", "--algo", "bc", "--data", str(hopper), "--out", str(tmp_path / "p.onnx"),
-                     "--steps", "5", "--config", "fast")
+    train = ("train", "--algo", "bc", "--data", str(hopper), "--out", str(tmp_path / "p.onnx"),
+             "--steps", "5", "--config", "fast")
+    proc = run_droil(*train)
+    assert proc.returncode == 2
+    assert "the dataset's spec is robot 'wheel_legged' hash" in proc.stderr  # it carries its spec
+    del dataset.meta["robot_spec"]  # as written before datasets carried it: found by id
+    dataset.save(hopper)
+    proc = run_droil(*train)
     assert proc.returncode == 2
     assert "has obs/action dims 4/1, robot 'hopper' has 11/3" in proc.stderr
 

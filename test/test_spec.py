@@ -136,3 +136,99 @@ def test_missing_and_unknown_specs(tmp_path):
         load_spec(write(tmp_path, "a: [1,"))
     with pytest.raises(SpecError, match="must be a YAML mapping"):
         load_spec(write(tmp_path, "- 1\n- 2\n"))
+
+
+def wheel_legged_raw() -> dict:
+    return yaml.safe_load(load_spec("wheel_legged").source.read_text())
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s.__setitem__("topics", {"state": "/js"}), "unknown key 'topics'"),
+    (lambda s: s.__setitem__("contol_rate_hz", 100), "unknown key 'contol_rate_hz'"),
+    (lambda s: s.__setitem__("ros", {"state": "/js"}), "ros: unknown key 'state'"),
+    (lambda s: s.__setitem__("ros", {"command_kind": "torque"}), "ros.command_kind 'torque' is not"),
+    (lambda s: s.__setitem__("ros", {"command_type": "sensor_msgs/JointState"}),
+     "ros.command_type 'sensor_msgs/JointState' is not supported"),
+    (lambda s: s.__setitem__("ros", {"joints": "by_number"}), "ros.joints 'by_number'"),
+    (lambda s: s.__setitem__("gymnasium_id", "Hopper-v5"), "not both"),
+])
+def test_unknown_keys_and_bad_ros_section_are_refused(tmp_path, mutate, message):
+    """Before: a typo or an unsupported section was silently ignored."""
+    raw = wheel_legged_raw()
+    mutate(raw)
+    with pytest.raises(SpecError, match=message) as err:
+        load_spec(write(tmp_path, yaml.safe_dump(raw)))
+    assert str(tmp_path / "robot.yaml") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ros_section_defaults_are_todays_topics_and_keep_the_hash(tmp_path):
+    spec = load_spec("wheel_legged")
+    assert (spec.ros.state_topic, spec.ros.imu_topic, spec.ros.command_topic, spec.ros.command_type,
+            spec.ros.command_kind, spec.ros.joints) == (
+        "/joint_states", "/imu/data", "/effort_controller/commands",
+        "std_msgs/msg/Float64MultiArray", "effort", "by_name")
+    raw = wheel_legged_raw()
+    raw["ros"] = {"state_topic": "robot/joint_states", "command_type": "std_msgs/Float64MultiArray",
+                  "joints": "by_index"}
+    custom = load_spec(write(tmp_path, yaml.safe_dump(raw)))
+    assert custom.ros.state_topic == "/robot/joint_states" and custom.ros.joints == "by_index"
+    assert custom.ros.command_type == "std_msgs/msg/Float64MultiArray"
+    assert custom.hash != spec.hash and spec.text == spec.source.read_text()
+
+
+def user_spec(folder, robot_id="my_robot", model: str | None = "keep"):
+    """A copy of wheel_legged under another id in ``folder``; model: keep (the shipped file by its
+    share-relative path), None (no model) or a path written as is."""
+    raw = wheel_legged_raw()
+    raw["id"] = robot_id
+    if model is None:
+        del raw["model"]
+    elif model != "keep":
+        raw["model"] = model
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{robot_id}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_robot_path_adds_user_specs_and_refuses_an_ambiguous_id(tmp_path, monkeypatch):
+    """Before: only config/robots (or DROIL_SHARE, which hid every shipped robot)."""
+    user_spec(tmp_path / "a")
+    monkeypatch.setenv("DROIL_ROBOT_PATH", f"{tmp_path / 'a'}:")
+    assert {"my_robot", "wheel_legged", "hopper"} <= set(available_robots())
+    assert load_spec("my_robot").source == tmp_path / "a" / "my_robot.yaml"
+    assert load_spec("wheel_legged").id == "wheel_legged"
+    user_spec(tmp_path / "b")
+    user_spec(tmp_path / "b", "wheel_legged")
+    monkeypatch.setenv("DROIL_ROBOT_PATH", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
+    with pytest.raises(SpecError, match="robot 'my_robot' is ambiguous: .*a/my_robot.yaml and .*b/my_robot"):
+        load_spec("my_robot")
+    with pytest.raises(SpecError, match="robot 'wheel_legged' is ambiguous: .*config/robots/wheel_legged"):
+        load_spec("wheel_legged")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "rover.yaml").write_text((tmp_path / "a" / "my_robot.yaml").read_text())
+    monkeypatch.setenv("DROIL_ROBOT_PATH", str(tmp_path / "c"))
+    with pytest.raises(SpecError, match="rover.yaml: its id is 'my_robot'"):
+        load_spec("rover")
+    monkeypatch.setenv("DROIL_ROBOT_PATH", str(tmp_path / "missing"))
+    with pytest.raises(SpecError, match="DROIL_ROBOT_PATH names a folder that does not exist"):
+        load_spec("wheel_legged")
+
+
+def test_model_is_optional_and_relative_to_the_spec(tmp_path):
+    """Before: 'model' was required and resolved against the package, not the spec's folder."""
+    shipped = load_spec("wheel_legged").model_path
+    no_model = load_spec(user_spec(tmp_path / "none", model=None))
+    assert no_model.model_path is None and no_model.obs_dim == 4
+    with pytest.raises(SpecError, match="robot 'my_robot' has no model"):
+        make_env(no_model)
+    (tmp_path / "rel" / "mjcf").mkdir(parents=True)
+    (tmp_path / "rel" / "mjcf" / "robot.xml").write_text(shipped.read_text())
+    relative = load_spec(user_spec(tmp_path / "rel", model="mjcf/robot.xml"))
+    assert relative.model_path == tmp_path / "rel" / "mjcf" / "robot.xml"
+    assert make_env(relative).reset(seed=0)[0].shape == (4,)
+    assert load_spec(user_spec(tmp_path / "copy")).model_path == shipped  # copies of shipped specs
+    (tmp_path / "rel" / "mjcf" / "robot.xml").write_text("<mujoco><worldbody><body>")
+    with pytest.raises(SpecError, match="cannot load model .*robot.xml: XML parse error") as err:
+        make_env(load_spec(tmp_path / "rel" / "my_robot.yaml"))
+    assert "\n" not in str(err.value)

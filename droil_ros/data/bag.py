@@ -4,6 +4,9 @@ Reading: ``dataset_from_bag`` turns a bag recorded by ``demo_recorder`` or by ``
 on a robot (MCAP or sqlite3; a bag directory, or a bare ``.mcap``/``.db3`` file) into a
 ``TransitionDataset`` through the robot spec. The rules:
 
+- **Topics.** The spec's ``ros`` section names the JointState, Imu and command topics (defaults
+  ``/joint_states``, ``/imu/data``, ``/effort_controller/commands``); with ``joints: by_index`` a
+  JointState's values are read in the order of the spec's ``joints`` and its names are ignored.
 - **Time.** Messages are ordered by their publish time where the bag has one (MCAP
   ``publish_time``: the DDS send time that ``demo_recorder`` and rosbag2 record; on one host it
   follows cause and effect exactly), else by their log time. A state's own time is its header
@@ -29,8 +32,10 @@ on a robot (MCAP or sqlite3; a bag directory, or a bare ``.mcap``/``.db3`` file)
   with the time since the episode's first state (NaN for tasks without reward weights).
 - **Damage.** Messages that cannot be decoded or used are skipped and counted; the conversion
   fails (one line) only when nothing usable remains. An MCAP file cut short (a recorder killed
-  while writing) is read up to its last complete record. JointStates whose trailing sequences
-  are empty carry 8 extra bytes when Fast CDR serialised them (rclpy); they are decoded anyway.
+  while writing) is read up to its last complete record; when a topic then has nothing usable,
+  the error says the bag is truncated and how many messages could be read. JointStates whose
+  trailing sequences are empty carry 8 extra bytes when Fast CDR serialised them (rclpy); they
+  are decoded anyway.
 
 Writing: ``BagWriter`` writes a rosbag2 bag (MCAP storage, ``metadata.yaml``) that is complete
 after every ``flush()``: each flush appends a chunk and rewrites, in one write at its end, the
@@ -149,6 +154,15 @@ class _Bag:
     custom: dict = field(default_factory=dict)  # metadata.yaml custom_data
     topics: dict[str, _Topic] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    truncated: bool = False  # a storage file ends early: what is missing may be past its end
+    messages_read: int = 0  # on every topic
+
+    def missing(self, what: str) -> BagError:
+        """The error for a topic with nothing usable; a cut-short file is named as the cause."""
+        if self.truncated:
+            return BagError(f"bag is truncated ({'; '.join(self.notes)}): {self.messages_read} "
+                            f"messages could be read, {what}")
+        return BagError(f"bag has {what}")
 
     def add(self, topic: str, msgtype: str, log_time: int, publish_time: int, data: bytes) -> None:
         entry = self.topics.setdefault(topic, _Topic(msgtype))
@@ -173,7 +187,11 @@ def _storage_files(path: Path) -> tuple[list[Path], dict]:
             info = {}  # a damaged metadata.yaml: the storage files speak for themselves
     found = sorted(p for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
     files = [p for p in listed if p.is_file()] + [p for p in found if p not in listed]
-    if not files and not (info.get("compression_mode") and listed):
+    if not files and not (info.get("compression_mode") and any(p.is_file() for p in listed)):
+        if metadata.is_file():
+            names = ", ".join(p.name for p in listed) or "none"
+            raise BagError(f"{path}: the storage file is missing: metadata.yaml is there, no .mcap or "
+                           f".db3 file (metadata.yaml lists: {names})")
         raise BagError(f"{path}: not a rosbag2 bag (no metadata.yaml, .mcap or .db3 file)")
     return files, info
 
@@ -216,6 +234,7 @@ def _read_mcap(path: Path, topics: set[str], bag: _Bag) -> None:
 
     def handle(op: int, body: bytes | memoryview) -> None:
         if op == OP_MESSAGE:
+            bag.messages_read += 1
             channel, _, log_time, publish_time = struct.unpack_from("<HIQQ", body)
             topic, msgtype, encoding = channels.get(channel, ("", "", ""))
             if topic in topics and encoding == "cdr":
@@ -238,12 +257,14 @@ def _read_mcap(path: Path, topics: set[str], bag: _Bag) -> None:
             head = f.read(9)
             if len(head) < 9:
                 bag.notes.append(f"{path.name}: unfinished (no footer), read to its end")
+                bag.truncated = True
                 return
             op, length = head[0], int.from_bytes(head[1:], "little")
             if op in (OP_DATA_END, OP_FOOTER):
                 return
             if f.tell() + length > size:
                 bag.notes.append(f"{path.name}: cut short at byte {f.tell() - 9}, read up to there")
+                bag.truncated = True
                 return
             if op not in (OP_MESSAGE, OP_SCHEMA, OP_CHANNEL, OP_CHUNK):
                 f.seek(length, os.SEEK_CUR)
@@ -330,15 +351,17 @@ def _needed_joints(robot: RobotSpec) -> set[str]:
 
 
 def read_bag_transitions(bag_path: str | Path, robot: RobotSpec, task: str | None = None,
-                         joint_topic: str = "/joint_states", imu_topic: str = "/imu/data",
-                         command_topic: str = "/effort_controller/commands",
-                         reset_gap: float | None = None,
+                         joint_topic: str | None = None, imu_topic: str | None = None,
+                         command_topic: str | None = None, reset_gap: float | None = None,
                          marker_topic: str | None = "/sim_bridge/fallen") -> BagTransitions:
-    """Transitions of a bag in float64 (the rules are in the module docstring)."""
+    """Transitions of a bag in float64 (the rules are in the module docstring); topics not given
+    are the spec's (``ros`` section)."""
     if not robot.uses_sensor_observation:
         raise BagError(f"robot '{robot.id}' observes through Gymnasium; bags carry JointState + Imu")
     the_task = robot.task(task or next(iter(robot.tasks)))
-    joint_topic, imu_topic, command_topic = map(_topic, (joint_topic, imu_topic, command_topic))
+    joint_topic, imu_topic, command_topic = map(_topic, (joint_topic or robot.ros.state_topic,
+                                                         imu_topic or robot.ros.imu_topic,
+                                                         command_topic or robot.ros.command_topic))
     marker_topic = _topic(marker_topic) if marker_topic else None
     dt_ns = 1e9 * robot.control_dt
     reset_gap_ns = 5 * dt_ns if reset_gap is None else 1e9 * reset_gap
@@ -353,7 +376,7 @@ def read_bag_transitions(bag_path: str | Path, robot: RobotSpec, task: str | Non
         bag.notes.append(f"recorded with robot '{recorded_for}' (converted as '{robot.id}')")
     for topic, msgtype in ((joint_topic, JOINT_STATE), (imu_topic, IMU), (command_topic, COMMAND)):
         if topic not in bag.topics:
-            raise BagError(f"bag has no {topic} (topics: {', '.join(sorted(bag.topics)) or 'none'})")
+            raise bag.missing(f"no {topic} (topics: {', '.join(sorted(bag.topics)) or 'none'})")
         if bag.topics[topic].msgtype != msgtype:
             raise BagError(f"{topic} has type {bag.topics[topic].msgtype}, expected {msgtype}")
     skipped: Counter[str] = Counter()  # reason -> count
@@ -368,8 +391,9 @@ def read_bag_transitions(bag_path: str | Path, robot: RobotSpec, task: str | Non
 
     needed = _needed_joints(robot)
     joints = []  # (order, stamp, names, position, velocity, effort)
+    by_index = robot.ros.joints == "by_index"
     for order, m in decoded(joint_topic, JOINT_STATE):
-        names = tuple(m.name)
+        names = robot.joints if by_index else tuple(m.name)
         missing = sorted(needed - set(names))
         if missing:
             skipped[f"{joint_topic} lacks joints {missing} of robot '{robot.id}' "
@@ -394,7 +418,7 @@ def read_bag_transitions(bag_path: str | Path, robot: RobotSpec, task: str | Non
         if marker_topic else []
     for topic, items in ((joint_topic, joints), (imu_topic, imus), (command_topic, commands)):
         if not items:
-            raise BagError(f"bag has no usable messages on {topic}" + _reasons(skipped))
+            raise bag.missing(f"no usable messages on {topic}" + _reasons(skipped))
 
     states = _pair_states(joints, imus, dt_ns / 2, robot, skipped)
     if not states:
@@ -508,9 +532,8 @@ def _new_episode(before: _State, after: _State, markers: list[int], reset_gap_ns
 
 
 def dataset_from_bag(bag_path: str | Path, robot: RobotSpec, task: str | None = None,
-                     joint_topic: str = "/joint_states", imu_topic: str = "/imu/data",
-                     command_topic: str = "/effort_controller/commands",
-                     reset_gap: float | None = None,
+                     joint_topic: str | None = None, imu_topic: str | None = None,
+                     command_topic: str | None = None, reset_gap: float | None = None,
                      marker_topic: str | None = "/sim_bridge/fallen") -> TransitionDataset:
     """A transition dataset from a rosbag2 bag (rules in the module docstring); BagError (a
     DatasetError, one line) when the bag is missing, unreadable or has no transition."""

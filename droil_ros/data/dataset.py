@@ -15,8 +15,12 @@ episode_starts      (N,) bool    s is a true initial state of an episode
 domain              (N,) u1      index into ``DOMAINS`` (target = the robot we deploy on)
 quality             (N,) u1      index into ``QUALITIES``
 meta                () str       JSON: format, version, robot_id, robot_hash, obs_names,
-                                 action_names, control_rate_hz, source, has_rewards
+                                 action_names, control_rate_hz, source, has_rewards,
+                                 robot_spec (the spec's YAML text), robot_spec_file (its path)
 ==================  ===========  ==========================================================
+
+``robot_spec`` and ``robot_spec_file`` came later (same version): a file without them is still
+read, and its robot is found by id on the search path.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from droil_ros.errors import DroilError
-from droil_ros.robots.spec import RobotSpec
+from droil_ros.robots.spec import RobotSpec, load_spec, parse_spec
 
 FORMAT = "droil-transitions"
 VERSION = 1
@@ -101,6 +105,7 @@ class TransitionDataset:
             "obs_names": robot.obs_names, "action_names": robot.action_names,
             "control_rate_hz": robot.control_rate_hz, "source": source,
             "has_rewards": bool(np.isfinite(data["rewards"]).any()),
+            "robot_spec": robot.text, "robot_spec_file": str(robot.source),
         }
         dataset = cls(**data, meta=meta)
         dataset.check_shapes()
@@ -121,8 +126,21 @@ class TransitionDataset:
         if self.quality.size and self.quality.max(initial=0) >= len(QUALITIES):
             raise DatasetError("quality codes out of range")
 
+    def robot_spec(self) -> RobotSpec:
+        """The spec the data was made with: the copy the file carries (a user's robot trains
+        anywhere), else, for files older than that, the spec of its id on the search path."""
+        text = self.meta.get("robot_spec")
+        if not text:
+            return load_spec(self.robot_id)
+        where = f"spec of robot '{self.robot_id}' in the dataset"
+        spec = parse_spec(text, Path(self.meta.get("robot_spec_file", "")), where, check_model=False)
+        if spec.id != self.robot_id or spec.hash != self.meta.get("robot_hash"):
+            raise DatasetError(f"the dataset's spec is robot '{spec.id}' hash {spec.hash}, its meta says "
+                               f"'{self.robot_id}' hash {self.meta.get('robot_hash')}: the file was edited")
+        return spec
+
     def check_robot(self, robot: RobotSpec) -> None:
-        """The dataset must come from this robot: id, dims and names agree."""
+        """The dataset must come from this robot: id, dims, names and spec version agree."""
         if self.robot_id != robot.id:
             raise DatasetError(f"dataset is for robot '{self.robot_id}', not '{robot.id}'")
         if self.observations.shape[1] != robot.obs_dim or self.actions.shape[1] != robot.act_dim:
@@ -131,6 +149,13 @@ class TransitionDataset:
                 f"robot '{robot.id}' has {robot.obs_dim}/{robot.act_dim}")
         if self.meta.get("obs_names") != robot.obs_names:
             raise DatasetError(f"dataset observation names differ from robot '{robot.id}'")
+        made_with = self.meta.get("robot_hash")
+        if made_with and made_with != robot.hash:
+            file = self.meta.get("robot_spec_file")
+            raise DatasetError(
+                f"dataset was made with robot '{self.robot_id}' hash {made_with}"
+                + (f" ({file})" if file else "") + f", not '{robot.id}' hash {robot.hash} "
+                f"({robot.source}): another version of the spec")
 
     def check_trainable(self, robot: RobotSpec, need_rewards: bool = False) -> None:
         """Everything a learner needs, each failure a one-line reason."""
@@ -184,6 +209,10 @@ def concatenate(parts: list[TransitionDataset], source: str) -> TransitionDatase
     robots = {p.robot_id for p in parts}
     if len(robots) > 1:
         raise DatasetError(f"cannot mix datasets of robots {sorted(robots)}")
+    versions = {p.meta.get("robot_hash") for p in parts}
+    if len(versions) > 1:
+        raise DatasetError(f"cannot mix datasets of robot '{parts[0].robot_id}' made with different "
+                           f"versions of its spec (hashes {', '.join(sorted(map(str, versions)))})")
     data = {name: np.concatenate([getattr(p, name) for p in parts]) for name in ARRAYS}
     meta = dict(parts[0].meta, source=source,
                 has_rewards=bool(np.isfinite(data["rewards"]).any()))

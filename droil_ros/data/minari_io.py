@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from droil_ros.data.dataset import ARRAYS, FORMAT, VERSION, DatasetError, TransitionDataset
-from droil_ros.errors import SpecError
-from droil_ros.robots.spec import RobotSpec, load_spec
+from droil_ros.errors import DroilError
+from droil_ros.robots.spec import RobotSpec
 
 ROOT_ENV = "MINARI_DATASETS_PATH"
 META_KEY = "droil"
@@ -95,8 +95,8 @@ def _spaces(ds: TransitionDataset) -> tuple[object, object, str | None]:
     n_obs, n_act = ds.observations.shape[1], ds.actions.shape[1]
     low, high, env_id = np.full(n_act, -np.inf), np.full(n_act, np.inf), None
     try:
-        spec = load_spec(ds.robot_id) if ds.robot_id else None
-    except SpecError:
+        spec = ds.robot_spec() if ds.robot_id else None
+    except DroilError:
         spec = None
     if spec is not None and spec.hash == ds.meta.get("robot_hash") and spec.act_dim == n_act:
         low, high, env_id = spec.action_low, spec.action_high, spec.gymnasium_id

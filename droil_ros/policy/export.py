@@ -54,6 +54,7 @@ def export_onnx(module: torch.nn.Module, path: str | os.PathLike, robot: RobotSp
     props = {
         "robot_id": robot.id,
         "robot_hash": robot.hash,
+        "robot_spec": robot.text,  # the whole spec: a user's robot is known wherever the file goes
         "obs_names": list(robot.obs_names),
         "action_names": list(robot.action_names),
         "action_low": robot.action_low.tolist(),

@@ -1,8 +1,9 @@
 """Robot specs: the single contract for names, limits, scales, observation and action layout.
 
-A spec is a YAML file under ``config/robots/``. The simulator, the observation builder used by
-the ROS nodes, the dataset converter and the exported policy all read the same spec, and a
-policy records the spec's ``id`` and ``hash`` so a mismatch is caught before it reaches a robot.
+A spec is a YAML file under ``config/robots/`` or in a folder of ``DROIL_ROBOT_PATH``. The
+simulator, the observation builder used by the ROS nodes, the dataset converter and the exported
+policy all read the same spec; datasets and policies record the spec's ``id``, ``hash`` and YAML
+text, so a mismatch is caught before it reaches a robot and a user's robot travels with its data.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -28,6 +30,12 @@ IMU_SOURCES = (
 )
 REDUCERS = {"mean": np.mean, "sum": np.sum}
 REWARD_TERMS = ("alive", "theta", "x", "x_dot_error", "action")
+SPEC_KEYS = ("id", "description", "model", "gymnasium_id", "control_rate_hz", "geometry", "joints",
+             "imu", "actuators", "observation", "action", "perturbation_targets", "tasks", "ros")
+ROBOT_PATH_ENV = "DROIL_ROBOT_PATH"
+COMMAND_TYPES = ("std_msgs/msg/Float64MultiArray",)
+COMMAND_KINDS = ("effort", "velocity", "position")
+JOINT_ORDERS = ("by_name", "by_index")
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,20 @@ class Task:
 
 
 @dataclass(frozen=True)
+class RosInterface:
+    """The robot's ROS interface (spec section ``ros``; defaults: what sim_bridge speaks). The bag
+    converter reads it; the nodes still use the defaults. ``joints: by_index`` reads JointStates
+    without names, their values in the order of the spec's ``joints``."""
+
+    state_topic: str = "/joint_states"
+    imu_topic: str = "/imu/data"
+    command_topic: str = "/effort_controller/commands"
+    command_type: str = "std_msgs/msg/Float64MultiArray"
+    command_kind: str = "effort"
+    joints: str = "by_name"
+
+
+@dataclass(frozen=True)
 class RobotSpec:
     id: str
     description: str
@@ -104,6 +126,8 @@ class RobotSpec:
     imu: dict[str, str] = field(default_factory=dict)
     geometry: dict[str, float] = field(default_factory=dict)
     perturbation_targets: dict[str, str] = field(default_factory=dict)
+    ros: RosInterface = field(default_factory=RosInterface)
+    text: str = ""  # the YAML as written: datasets and policies carry it
 
     @property
     def obs_dim(self) -> int:
@@ -139,6 +163,15 @@ class RobotSpec:
     def uses_sensor_observation(self) -> bool:
         """True when the observation is built from JointState + Imu (servable over ROS)."""
         return bool(self.observation)
+
+    def require_model(self) -> Path:
+        """The MJCF file, or why the simulator cannot run this robot (one line)."""
+        if self.model_path is None:
+            raise SpecError(f"robot '{self.id}' has no model: the simulator needs 'model:' (MJCF) in "
+                            f"its spec ({self.source})")
+        if not self.model_path.is_file():
+            raise SpecError(f"robot '{self.id}': model file not found: {self.model_path}")
+        return self.model_path
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
@@ -281,42 +314,132 @@ def _parse_tasks(raw: dict, where: str) -> dict[str, Task]:
     return tasks
 
 
+def robot_dirs() -> list[Path]:
+    """Folders searched for ``<id>.yaml``: the shipped config/robots, then each folder of
+    ``DROIL_ROBOT_PATH`` (colon-separated), which adds robots and never hides a shipped one."""
+    dirs = [data_path("config", "robots")]
+    for entry in os.environ.get(ROBOT_PATH_ENV, "").split(os.pathsep):
+        if not entry:
+            continue
+        folder = Path(entry).expanduser()
+        if not folder.is_dir():
+            raise SpecError(f"{ROBOT_PATH_ENV} names a folder that does not exist: {folder}")
+        if folder.resolve() not in {d.resolve() for d in dirs}:
+            dirs.append(folder)
+    return dirs
+
+
+def _spec_files() -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for folder in robot_dirs():
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            found.setdefault(path.stem, []).append(path)
+    return found
+
+
 def available_robots() -> list[str]:
-    return sorted(p.stem for p in data_path("config", "robots").glob("*.yaml"))
+    return sorted(_spec_files())
 
 
 def resolve_spec_path(name_or_path: str | Path) -> Path:
+    """A YAML path as given, or the one file of that id on the search path. An id in two files is
+    refused rather than picked: policies and datasets name their robot by id."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise SpecError(f"robot spec file not found: {path}")
         return path
-    candidate = data_path("config", "robots", f"{name_or_path}.yaml")
-    if not candidate.is_file():
-        raise SpecError(
-            f"unknown robot '{name_or_path}' (available: {', '.join(available_robots())})"
-        )
-    return candidate
+    files = _spec_files()
+    matches = files.get(str(name_or_path), [])
+    if not matches:
+        raise SpecError(f"unknown robot '{name_or_path}' (available: {', '.join(sorted(files))}; "
+                        f"add your spec's folder to {ROBOT_PATH_ENV} or give its YAML path)")
+    if len(matches) > 1:
+        raise SpecError(f"robot '{name_or_path}' is ambiguous: {matches[0]} and {matches[1]} "
+                        f"(ids must be unique across config/robots and {ROBOT_PATH_ENV})")
+    return matches[0]
 
 
 def load_spec(name_or_path: str | Path) -> RobotSpec:
-    """Load and validate a robot spec by id (``wheel_legged``) or by YAML path."""
+    """Load and validate a robot spec by id (``wheel_legged``, on the search path) or YAML path."""
     path = resolve_spec_path(name_or_path)
-    where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    spec = parse_spec(text, path)
+    if path != Path(name_or_path) and spec.id != str(name_or_path):
+        raise SpecError(f"{path}: its id is '{spec.id}'; a spec found by id must be named <id>.yaml")
+    return spec
+
+
+def parse_spec(text: str, source: Path, where: str | None = None, check_model: bool = True) -> RobotSpec:
+    """A spec from its YAML ``text``; ``source`` is where it was written (a relative model resolves
+    beside it). A copy embedded in a dataset or policy is parsed with ``check_model=False``: its
+    model need not exist on this machine until a simulator needs it."""
+    where = where or str(source)
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{where}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: a robot spec must be a YAML mapping")
     try:
-        return _parse_spec(raw, path)
+        return _parse_spec(raw, source, where, text, check_model)
     except (TypeError, ValueError, AttributeError) as exc:
         raise SpecError(f"{where}: malformed spec ({exc})") from None
 
 
-def _parse_spec(raw: dict, path: Path) -> RobotSpec:
-    where = str(path)
+def _refuse_unknown(raw: dict, known, where: str) -> None:
+    unknown = [str(k) for k in raw if k not in known]
+    if unknown:
+        raise SpecError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(repr(k) for k in unknown)} (known: {', '.join(known)})")
+
+
+def _parse_ros(raw, where: str) -> RosInterface:
+    if raw is None:
+        return RosInterface()
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: 'ros' must be a mapping")
+    _refuse_unknown(raw, [f.name for f in fields(RosInterface)], f"{where}: ros")
+    values = {k: str(v).strip() for k, v in raw.items()}
+    for key in ("state_topic", "imu_topic", "command_topic"):
+        if key in values:
+            if not values[key].strip("/"):
+                raise SpecError(f"{where}: ros.{key} is empty")
+            values[key] = "/" + values[key].lstrip("/")
+    if "command_type" in values:
+        package, _, name = values["command_type"].rpartition("/")
+        if not package.endswith("/msg"):  # ROS 1 style std_msgs/Float64MultiArray
+            values["command_type"] = f"{package}/msg/{name}"
+    ros = RosInterface(**values)
+    for key, choices in (("command_type", COMMAND_TYPES), ("command_kind", COMMAND_KINDS),
+                         ("joints", JOINT_ORDERS)):
+        if getattr(ros, key) not in choices:
+            raise SpecError(f"{where}: ros.{key} '{raw[key]}' is not supported (one of: "
+                            f"{', '.join(choices)})")
+    return ros
+
+
+def _resolve_model(model: str, source: Path, where: str, check: bool) -> Path:
+    """Relative to the spec's folder, else to the package's share (the shipped specs, and copies
+    of them, name ``models/robots/<id>.xml``)."""
+    path = Path(model).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = [source.parent / path, data_path(model)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if check:
+        raise SpecError(f"{where}: model file not found: {' or '.join(map(str, candidates))}")
+    return candidates[0]
+
+
+def _parse_spec(raw: dict, path: Path, where: str, text: str, check_model: bool) -> RobotSpec:
+    _refuse_unknown(raw, SPEC_KEYS, where)
     spec_id = str(_require(raw, "id", where))
     joints = tuple(_require(raw, "joints", where))
     actuators = {}
@@ -339,12 +462,10 @@ def _parse_spec(raw: dict, path: Path) -> RobotSpec:
     observation, gym_dim = _parse_observation(_require(raw, "observation", where), joints, where)
     model_path = raw.get("model")
     gymnasium_id = raw.get("gymnasium_id")
-    if (model_path is None) == (gymnasium_id is None):
-        raise SpecError(f"{where}: give exactly one of 'model' (MJCF) or 'gymnasium_id'")
+    if model_path is not None and gymnasium_id is not None:
+        raise SpecError(f"{where}: give 'model' (MJCF) or 'gymnasium_id', not both")
     if model_path is not None:
-        model_path = data_path(model_path)
-        if not model_path.is_file():
-            raise SpecError(f"{where}: model file not found: {model_path}")
+        model_path = _resolve_model(str(model_path), path, where, check_model)
     rate = float(_require(raw, "control_rate_hz", where))
     if not rate > 0:
         raise SpecError(f"{where}: control_rate_hz must be positive")
@@ -366,4 +487,6 @@ def _parse_spec(raw: dict, path: Path) -> RobotSpec:
         imu=dict(raw.get("imu") or {}),
         geometry={k: float(v) for k, v in (raw.get("geometry") or {}).items()},
         perturbation_targets=dict(raw.get("perturbation_targets") or {}),
+        ros=_parse_ros(raw.get("ros"), where),
+        text=text,
     )

@@ -16,6 +16,7 @@ from scipy.linalg import solve_discrete_are
 
 from droil_ros.errors import SpecError
 from droil_ros.robots.spec import RobotSpec
+from droil_ros.sim.wheel_legged import load_model
 
 OBS = ("theta", "x", "theta_dot", "x_dot")
 
@@ -48,7 +49,7 @@ def linearise(robot: RobotSpec) -> tuple[np.ndarray, np.ndarray]:
     if robot.obs_names != list(OBS) or "wheel_radius" not in robot.geometry:
         raise SpecError(f"LQR needs a wheel balancing robot with observation {OBS} "
                         f"and geometry.wheel_radius; '{robot.id}' is not one")
-    model = mujoco.MjModel.from_xml_path(str(robot.model_path))
+    model = load_model(robot)
     data = _upright_equilibrium(model)
     nv = model.nv
     a1 = np.zeros((2 * nv + model.na, 2 * nv + model.na))

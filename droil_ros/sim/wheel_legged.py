@@ -51,6 +51,16 @@ class SensorModel:
         )
 
 
+def load_model(robot: RobotSpec) -> mujoco.MjModel:
+    """The robot's MJCF; a missing or broken file is a one-line SpecError, not MuJoCo's traceback."""
+    path = robot.require_model()
+    try:
+        return mujoco.MjModel.from_xml_path(str(path))
+    except ValueError as exc:
+        reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise SpecError(f"robot '{robot.id}': cannot load model {path}: {reason}") from None
+
+
 class WheelLeggedEnv(gym.Env):
     """Balance (task ``stand``) or drive at ``v_ref`` (task ``drive``); one action: wheel torque."""
 
@@ -59,7 +69,7 @@ class WheelLeggedEnv(gym.Env):
     def __init__(self, robot: RobotSpec, task: Task):
         self.robot = robot
         self.task = task
-        self.model = mujoco.MjModel.from_xml_path(str(robot.model_path))
+        self.model = load_model(robot)
         self.data = mujoco.MjData(self.model)
         substeps = robot.control_dt / self.model.opt.timestep
         if abs(substeps - round(substeps)) > 1e-9:
