@@ -40,7 +40,7 @@ from droil_ros.policy import OnnxPolicy, export_onnx
 from droil_ros.robots import load_spec
 from droil_ros.sim.envs import make_env
 
-DOMAIN = random.randint(41, 60)
+DOMAIN = random.randint(41, 55)
 ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 THETA = SPEC.obs_names.index("theta")
