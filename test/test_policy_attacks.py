@@ -1,9 +1,10 @@
 """Attacks on the policy node from other participants on the bus (issue #16), each a real rclpy
-client in a process of its own over DDS: malicious policy files (built here with the onnx helper
-API: a Loop that never ends, a slow Loop, 0/0, a file of 1 GiB, a NaN that only shows on the
-robot), paths it must not load, implausible sensor messages and e-stop tampering. Each case failed
-on the node before #16 (it crashed, stalled, acted on the input or loaded the file) and must now
-end in a rejection or a named fault with the safe action, the node still running.
+client in a process of its own over DDS: malicious policy files (built with the onnx helper API
+in droil_ros.bench.swap_attacks: a Loop that never ends, a slow Loop, 0/0, a file of 1 GiB, a
+NaN that only shows on the robot), paths it must not load, implausible sensor messages and
+e-stop tampering. Each case failed on the node before #16 (it crashed, stalled, acted on the
+input or loaded the file) and must now end in a rejection or a named fault with the safe action,
+the node still running.
 
 No assert needs an idle machine: every wait is generous, and the command gaps during a swap are
 measured by ``python -m droil_ros.bench.swap_attacks``, not asserted here.
@@ -14,18 +15,16 @@ import json
 import math
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from onnx import TensorProto, helper, load_model, numpy_helper, save_model
-from onnx.external_data_helper import convert_model_to_external_data
 from rosgraph import Launcher, ProbeNode, graph_fixtures, ros_env, stop
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 
+from droil_ros.bench.swap_attacks import external_data, linear, looped, nan_always, nan_near_tilt
 from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
 from droil_ros.robots import load_spec
 
@@ -41,90 +40,11 @@ TOPICS = {"effort_controller/commands": (Float64MultiArray, 100), "/diagnostics"
           "/policy/swap_status": (String, LATCHED_QOS)}
 
 
-# malicious and honest policies --------------------------------------------------------------
-
-def _metadata(spec=SPEC) -> dict[str, str]:
-    return {"robot_id": spec.id, "robot_hash": spec.hash, "obs_names": json.dumps(spec.obs_names),
-            "action_names": json.dumps(spec.action_names), "action_low": json.dumps(spec.action_low.tolist()),
-            "action_high": json.dumps(spec.action_high.tolist())}
-
-
-def _policy(path: Path, nodes: list, initializers: list, result: str = "m") -> Path:
-    """obs (batch, 4) -> m = obs @ W (the theta gain 1) -> ``nodes`` -> action = ``result``."""
-    weights = np.zeros((SPEC.obs_dim, SPEC.act_dim), np.float32)
-    weights[0, 0] = 1.0
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["obs", "W"], ["m"]), *nodes,
-         helper.make_node("Identity", [result], ["action"])],
-        "policy", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", SPEC.obs_dim])],
-        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", SPEC.act_dim])],
-        [numpy_helper.from_array(weights, "W"), *initializers])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    helper.set_model_props(model, _metadata())
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def _scalar(name: str, value, dtype=np.float32):
-    return numpy_helper.from_array(np.array(value, dtype), name)
-
-
-def linear(path: Path) -> Path:
-    return _policy(path, [], [])
-
-
-def nan_always(path: Path) -> Path:
-    """0/0 added to every action."""
-    nodes = [helper.make_node("Div", ["zero", "zero"], ["nan"]), helper.make_node("Add", ["m", "nan"], ["y"])]
-    return _policy(path, nodes, [_scalar("zero", [0.0])], "y")
-
-
-def nan_near_tilt(path: Path) -> Path:
-    """NaN only when theta is within 0.01 of TILT (sqrt(-1)): none of the vetting batch's
-    observations, but exactly what the robot reports."""
-    nodes = [helper.make_node("Slice", ["obs", "s0", "s1", "ax"], ["theta"]),
-             helper.make_node("Sub", ["theta", "tilt"], ["d"]), helper.make_node("Abs", ["d"], ["a"]),
-             helper.make_node("Less", ["a", "eps"], ["near"]),
-             helper.make_node("Cast", ["near"], ["nf"], to=TensorProto.FLOAT),
-             helper.make_node("Neg", ["nf"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["root"]),
-             helper.make_node("Add", ["m", "root"], ["y"])]
-    inits = [_scalar("s0", [0], np.int64), _scalar("s1", [1], np.int64), _scalar("ax", [1], np.int64),
-             _scalar("tilt", [TILT]), _scalar("eps", [0.01])]
-    return _policy(path, nodes, inits, "y")
-
-
-def looped(path: Path, trips: int | None) -> Path:
-    """A Loop around the action: ``trips`` iterations, or (None) one that never ends."""
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Identity", ["v_in"], ["v_out"])],
-        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-                 helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)])
-    inits = [_scalar("cond", True, np.bool_)]
-    if trips is not None:
-        inits.append(_scalar("trips", trips, np.int64))
-    loop = helper.make_node("Loop", ["trips" if trips is not None else "", "cond", "m"], ["y"], body=body)
-    return _policy(path, [loop], inits, "y")
-
-
-def external_data(path: Path) -> Path:
-    """W kept in a side file (ONNX external data): the node must load one self-contained file."""
-    linear(path)
-    model = load_model(str(path))
-    convert_model_to_external_data(model, location=f"{path.stem}.data",
-                                   size_threshold=0)
-    save_model(model, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     allowed, elsewhere = tmp_path_factory.mktemp("allowed"), tmp_path_factory.mktemp("elsewhere")
     made = {"dir": allowed, "good": linear(allowed / "good.onnx"), "good2": linear(allowed / "good2.onnx"),
-            "nan": nan_always(allowed / "nan.onnx"), "sleeper": nan_near_tilt(allowed / "sleeper.onnx"),
+            "nan": nan_always(allowed / "nan.onnx"), "sleeper": nan_near_tilt(allowed / "sleeper.onnx", TILT),
             "hang": looped(allowed / "hang.onnx", None), "slow": looped(allowed / "slow.onnx", 200_000),
             "external": external_data(allowed / "external.onnx"),
             "outside": linear(elsewhere / "outside.onnx"), "huge": allowed / "huge.onnx"}
