@@ -1,7 +1,8 @@
 """Longest command gap while the policy node is asked to swap to attack files, against the
-no-swap baseline in the same run (issue #16): a rejected 1 GiB file (sparse), an accepted policy
-near ``max_policy_bytes``, a policy whose inference never ends, and a slow one (about 80 ms per
-inference). Also the ONNX builders of those files, which test/test_policy_attacks.py uses.
+no-swap baseline in the same run (issue #16): a 1 GiB file (sparse), a policy whose session
+builds just within a control period, one under ``max_policy_bytes`` whose build takes longer, a
+policy whose inference never ends, and a slow one (about 80 ms per inference). Also the ONNX
+builders of those files, which test/test_policy_attacks.py uses.
 
     python -m droil_ros.bench.swap_attacks [--json out.json]
 
@@ -112,13 +113,24 @@ def external_data(path: Path) -> Path:
     return path
 
 
+def memory_bomb(path: Path, floats: int = 2**28) -> Path:
+    """Tiles the observation to ``floats`` values (1 GiB) at every inference: a small file that
+    only shows its appetite when it runs (no constant folding: it depends on the input)."""
+    nodes = [helper.make_node("Tile", ["obs", "repeats"], ["tiled"]),
+             helper.make_node("ReduceSum", ["tiled"], ["total"], keepdims=0),
+             helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+             helper.make_node("Add", ["m", "nothing"], ["y"])]
+    inits = [_scalar("repeats", [floats // SPEC.obs_dim, 1], np.int64), _scalar("zero", 0.0)]
+    return _policy(path, nodes, inits, "y")
+
+
 def padded(path: Path, size: int) -> Path:
-    """The linear policy plus a zero initializer summed into the action: a file of about ``size``
-    bytes that ONNX Runtime must really read (constant folding sums it once, at build)."""
+    """The linear policy plus a zero initializer, one element of which is added to the action: a
+    file of about ``size`` bytes that ONNX Runtime must really read."""
     pad = numpy_helper.from_array(np.zeros(max(size - 2048, 4) // 4, np.float32), "pad")
-    nodes = [helper.make_node("ReduceSum", ["pad"], ["padsum"], keepdims=1),
-             helper.make_node("Add", ["m", "padsum"], ["y"])]
-    return _policy(path, nodes, [pad], "y")
+    nodes = [helper.make_node("Gather", ["pad", "first"], ["padded"]),
+             helper.make_node("Add", ["m", "padded"], ["y"])]
+    return _policy(path, nodes, [pad, _scalar("first", [0], np.int64)], "y")
 
 
 class Client:
@@ -179,13 +191,13 @@ class Client:
         return asked, *self.outcomes[seen]
 
 
-def make_files(directory: Path, max_bytes: int) -> dict[str, Path]:
+def make_files(directory: Path, near_bytes: int, over_bytes: int) -> dict[str, Path]:
     huge = directory / "huge.onnx"
     with open(huge, "wb") as f:
         f.truncate(2**30)  # sparse: no disk
-    near = int(max_bytes * 0.95)
-    return {"baseline": linear(directory / "good.onnx"), "rejected 1 GiB (sparse)": huge,
-            f"accepted {near / 2**20:.1f} MiB": padded(directory / "big.onnx", near),
+    return {"baseline": linear(directory / "good.onnx"), "1 GiB (sparse)": huge,
+            f"{near_bytes / 2**20:.2f} MiB": padded(directory / "big.onnx", near_bytes),
+            f"{over_bytes / 2**20:.2f} MiB": padded(directory / "bigger.onnx", over_bytes),
             "hanging (Loop without end)": looped(directory / "hang.onnx", None),
             "slow (Loop of 200k)": looped(directory / "slow.onnx", 200_000)}
 
@@ -193,15 +205,18 @@ def make_files(directory: Path, max_bytes: int) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write the results here too")
-    parser.add_argument("--max-policy-bytes", type=int, default=8 * 2**20)
+    parser.add_argument("--near-bytes", type=int, default=int(1.25 * 2**20),
+                        help="a policy this big: its session builds within a 200 Hz period here")
+    parser.add_argument("--over-bytes", type=int, default=int(1.9 * 2**20),
+                        help="one this big: under max_policy_bytes, but its build takes over a period")
     parser.add_argument("--vet-timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
     domain = random.randint(102, 110)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
-        files = make_files(Path(tmp), args.max_policy_bytes)
+        files = make_files(Path(tmp), args.near_bytes, args.over_bytes)
         params = {"policy_path": files["baseline"], "policy_dir": tmp, "autostart": "true",
-                  "max_policy_bytes": args.max_policy_bytes, "vet_timeout": args.vet_timeout}
+                  "vet_timeout": args.vet_timeout}
         command = [sys.executable, "-m", "droil_ros.nodes.policy", "--ros-args",
                    *[a for k, v in params.items() for a in ("-p", f"{k}:={v}")]]
         log = open(Path(tmp) / "policy.log", "w")

@@ -243,9 +243,10 @@ class PolicyNode(LifecycleNode):
         self.policy_dir = Path(declare("policy_dir", ".", describe(
             "the only directory policies load from (with its subdirectories; symlinks must resolve "
             "inside it too); default: the node's working directory", read_only=True)).value).resolve()
-        self.max_policy_bytes = declare("max_policy_bytes", 8 * 2**20, describe(
-            "largest policy file accepted (bytes): building a session holds the GIL for about 1 ms "
-            "per 4 MiB here, and the loop waits for it", read_only=True)).value
+        self.max_policy_bytes = declare("max_policy_bytes", 2 * 2**20, describe(
+            "largest policy file read (bytes), checked before reading it; vetting then refuses a "
+            "session build over one control period of CPU (about 2.8 ms per MiB here), since the "
+            "loop waits for the GIL while the node builds it", read_only=True)).value
         self.max_inference_fraction = declare("max_inference_fraction", 0.25, describe(
             "a candidate policy's inference p99 (CPU time, measured when vetting) may take at most "
             "this fraction of the control period", read_only=True)).value

@@ -24,11 +24,15 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from droil_ros.robots.spec import RobotSpec, load_spec
 
+# the child's working directory, which ``-m`` puts first on sys.path: the directory this package
+# was imported from, so the child runs this code, not a droil_ros in the node's working directory
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 TIMED_RUNS = 100  # single-observation inferences timed (p99 over these)
 # bytes of address space the child may add to what its imports took (ORT needs a few times the
 # model's size while it builds a session)
@@ -60,12 +64,12 @@ class Vetter:
         self.proc: subprocess.Popen | None = None
 
     def __call__(self, data: bytes, label: str) -> Verdict:
-        command = [sys.executable, "-m", "droil_ros.policy.vetting", str(self.spec.source), self.spec.hash,
-                   repr(self.period), repr(self.max_fraction), str(self.memory), label]
+        command = [sys.executable, "-m", "droil_ros.policy.vetting", str(self.spec.source.resolve()),
+                   self.spec.hash, repr(self.period), repr(self.max_fraction), str(self.memory), label]
         try:
             with self.lock:
                 self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE)
+                                             stderr=subprocess.PIPE, cwd=PACKAGE_ROOT)
             out, err = self.proc.communicate(data, timeout=self.timeout)
         except subprocess.TimeoutExpired:
             self.cancel()
