@@ -24,7 +24,15 @@ from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 
-from droil_ros.bench.swap_attacks import external_data, linear, looped, nan_always, nan_near_tilt
+from droil_ros.bench.swap_attacks import (
+    external_data,
+    linear,
+    looped,
+    memory_bomb,
+    nan_always,
+    nan_near_tilt,
+    padded,
+)
 from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
 from droil_ros.robots import load_spec
 
@@ -47,6 +55,8 @@ def files(tmp_path_factory):
             "nan": nan_always(allowed / "nan.onnx"), "sleeper": nan_near_tilt(allowed / "sleeper.onnx", TILT),
             "hang": looped(allowed / "hang.onnx", None), "slow": looped(allowed / "slow.onnx", 200_000),
             "external": external_data(allowed / "external.onnx"),
+            "memory": memory_bomb(allowed / "memory.onnx"),
+            "slow_build": padded(allowed / "slow_build.onnx", int(1.9 * 2**20)),
             "outside": linear(elsewhere / "outside.onnx"), "huge": allowed / "huge.onnx"}
     with open(made["huge"], "wb") as f:  # 1 GiB, sparse: costs no disk
         f.truncate(2**30)
@@ -215,10 +225,13 @@ class TestOneNode:
         ("slow", "inference p99"),
         ("nan", "NaN or Inf actions"),
         ("external", "external files"),
+        ("memory", "inference fails on the test batch"),
+        ("slow_build", "building the session takes"),
     ])
     def test_bad_policy_files_are_rejected_and_the_old_one_keeps_acting(self, victim, files, case, reason):
         """Before, a 1 GiB file stalled every command while ONNX Runtime built it, a Loop that never
-        ends took the loader for ever, a slow or NaN policy was accepted and acted."""
+        ends took the loader for ever, a slow or NaN policy was accepted and acted, a policy that
+        allocates 1 GiB per inference ran in the node."""
         since = time.monotonic()
         ok, why = victim.set_policy_path(files[case])
         assert ok, why  # exists under policy_dir: the verdict comes on ~/swap_status
