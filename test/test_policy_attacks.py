@@ -333,7 +333,8 @@ class TestOneNode:
 def test_the_estop_is_released_only_with_the_token_and_survives_a_restart(launch, probe, files, tmp_path):
     """Before, any node released a latched e-stop through ~/reset_estop, and a restarted node had
     forgotten it; there was no deadman."""
-    params = dict(policy_path=files["good"], policy_dir=files["dir"], autostart="true", estop_token=TOKEN,
+    params = dict(policy_path=files["good"], policy_dir=files["dir"], autostart="true",
+                  estop_token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
                   estop_state_file=tmp_path / "estop", estop_heartbeat=0.5, max_obs_age=0.25,
                   diagnostics_period=0.2)
     node = launch("policy", **params)

@@ -17,8 +17,8 @@ The safe action is zero torque. On a balancing robot that is 'let it fall', not 
 there is no torque that is safe without a working controller, so a real robot's driver must
 handle the fall (brakes, a fall-arrest, cutting power), and time out on commands: a node killed
 outright sends nothing. ``~/estop`` (True) latches the safe action until ``~/reset_estop`` is
-called with the e-stop released; with ``estop_token`` set, only setting ``estop_release`` to that
-token releases it. ``estop_state_file`` keeps a latched e-stop across restarts, and
+called with the e-stop released; with ``estop_token_sha256`` set, only setting ``estop_release`` to
+the token with that hash releases it. ``estop_state_file`` keeps a latched e-stop across restarts, and
 ``estop_heartbeat`` makes the node act only while ``~/enable`` (True) keeps arriving (a deadman).
 A policy that fails or answers NaN/Inf ``max_policy_faults`` ticks in a row is disabled until
 another is swapped in. No callback ends the node: an exception in one is a ``callback_error``
@@ -265,11 +265,13 @@ class PolicyNode(LifecycleNode):
         self.use_header_stamps = declare("use_header_stamps", False, describe(
             "refuse sensor messages whose header stamp is zero, goes backwards or is older than "
             "max_obs_age on the node's clock (needs clocks in sync with the sensors)", read_only=True)).value
-        self.estop_token = declare("estop_token", "", describe(
-            "if set, only setting estop_release to this token releases a latched e-stop "
-            "(~/reset_estop is refused); empty: ~/reset_estop releases it", read_only=True)).value
+        # the hash, not the token: any node can read a parameter
+        self.estop_token_sha256 = declare("estop_token_sha256", "", describe(
+            "SHA-256 (hex) of the e-stop token: if set, only setting estop_release to that token "
+            "releases a latched e-stop (~/reset_estop is refused); empty: ~/reset_estop releases it",
+            read_only=True)).value.lower()
         declare("estop_release", "", describe(
-            "set it to estop_token to release a latched e-stop (the value is not kept)"))
+            "set it to the e-stop token to release a latched e-stop (the value is not kept)"))
         self.estop_heartbeat = declare("estop_heartbeat", 0.0, describe(
             "deadman: seconds ~/enable (True) may stay silent before the safe action; 0: off",
             read_only=True)).value
@@ -639,7 +641,7 @@ class PolicyNode(LifecycleNode):
 
     @total(_refuse_service)
     def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.estop_token:
+        if self.estop_token_sha256:
             response.success, response.message = False, "releasing the e-stop needs the token (estop_release)"
         else:
             response.success, response.message = self._release_estop()
@@ -676,9 +678,10 @@ class PolicyNode(LifecycleNode):
 
     def _check_release(self, token) -> str:
         """Why estop_release is refused ('' when the token releases the e-stop)."""
-        if not self.estop_token:
-            return "no estop_token is configured: release through ~/reset_estop"
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.estop_token.encode()):
+        if not self.estop_token_sha256:
+            return "no estop_token_sha256 is configured: release through ~/reset_estop"
+        digest = hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) else ""
+        if not hmac.compare_digest(digest, self.estop_token_sha256):
             return "wrong e-stop token"
         if self.estop_input:
             return "e-stop is still asserted on ~/estop"
