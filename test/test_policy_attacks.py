@@ -44,6 +44,7 @@ DIAGNOSTICS = "policy: control loop"
 VET_TIMEOUT = 6.0  # s: the victim's vet_timeout (a hanging policy costs this long)
 SWAP_TIMEOUT = 30.0  # s: a verdict comes within this even on a loaded machine
 TOKEN = "let-me-release-0123456789"
+RECENT = 0.5  # s: a command older than this is not what the node does now
 TOPICS = {"effort_controller/commands": (Float64MultiArray, 100), "/diagnostics": (DiagnosticArray, 50),
           "/policy/swap_status": (String, LATCHED_QOS)}
 
@@ -106,7 +107,8 @@ class Attacker(ProbeNode):
             self.enable_pub.publish(Bool(data=True))
 
     def command(self) -> np.ndarray | None:
-        commands = self.received("effort_controller/commands")
+        """The newest command if it is recent (a node that stopped commanding has none)."""
+        commands = self.received("effort_controller/commands", time.monotonic() - RECENT)
         return np.array(commands[-1].data) if commands else None
 
     def commands(self, since: float) -> np.ndarray:
