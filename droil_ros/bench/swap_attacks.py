@@ -6,11 +6,12 @@ builders of those files, which test/test_policy_attacks.py uses.
 
     python -m droil_ros.bench.swap_attacks [--json out.json]
 
-One policy node (autostart, 200 Hz, default limits) serves a linear policy to a client that
-publishes the sensors at 100 Hz and records every command with its source timestamp (the node's
-send time, so the client's own scheduling does not count). A gap is the time between two
-consecutive commands; the swap window runs from the request to 0.2 s after its outcome on
-``~/swap_status``. The baseline window is as long as the longest swap window, just before any swap.
+One policy node (autostart, 200 Hz, default limits, ``--thread-priority``) serves a linear
+policy to a client that publishes the sensors at 100 Hz and records every command with its
+source timestamp (the node's send time, so the client's own scheduling does not count). A gap is
+the time between two consecutive commands; the swap window runs from the request to 0.2 s after
+its outcome on ``~/swap_status``. The baseline is ``--baseline`` s without a swap (as long as the
+longest swap window, the hanging policy's ``vet_timeout``), before the first.
 """
 
 from __future__ import annotations
@@ -210,13 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--over-bytes", type=int, default=int(1.9 * 2**20),
                         help="one this big: under max_policy_bytes, but its build takes over a period")
     parser.add_argument("--vet-timeout", type=float, default=10.0)
+    parser.add_argument("--baseline", type=float, default=10.0, help="s without a swap, first")
+    parser.add_argument("--thread-priority", type=int, default=0,
+                        help="the node's thread_priority (its loop's SCHED_FIFO; robot.yaml: 50)")
     args = parser.parse_args(argv)
     domain = random.randint(102, 110)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
         files = make_files(Path(tmp), args.near_bytes, args.over_bytes)
         params = {"policy_path": files["baseline"], "policy_dir": tmp, "autostart": "true",
-                  "vet_timeout": args.vet_timeout}
+                  "vet_timeout": args.vet_timeout, "thread_priority": args.thread_priority}
         command = [sys.executable, "-m", "droil_ros.nodes.policy", "--ros-args",
                    *[a for k, v in params.items() for a in ("-p", f"{k}:={v}")]]
         log = open(Path(tmp) / "policy.log", "w")
@@ -225,25 +229,21 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if not client.graph.wait_for(lambda: len(client.sent) > 400, 60.0):
                 raise RuntimeError("the policy node did not start commanding")
-            rows = []
-            windows = []
+            quiet = time.time()
+            time.sleep(args.baseline)
+            gap, n = client.longest_gap_ms(quiet, quiet + args.baseline)
+            rows = [{"case": "baseline (no swap)", "ok": None, "reason": "", "window_s": args.baseline,
+                     "commands": n, "longest_gap_ms": round(gap, 2)}]
             for name, path in list(files.items())[1:]:
                 asked, done, outcome = client.swap(path)
                 time.sleep(0.5)
                 gap, n = client.longest_gap_ms(asked, done + 0.2)
-                windows.append(done + 0.2 - asked)
                 rows.append({"case": name, "ok": outcome["ok"], "reason": outcome.get("reason", ""),
                              "window_s": round(done + 0.2 - asked, 2), "commands": n,
                              "longest_gap_ms": round(gap, 2)})
                 if outcome["ok"]:  # back to the small policy
                     client.swap(files["baseline"])
                     time.sleep(0.5)
-            first = min(t for t, _ in client.outcomes) if client.outcomes else time.time()
-            start = client.sent[0] + 1.0
-            span = min(max(windows), first - start - 0.5)
-            gap, n = client.longest_gap_ms(first - 0.5 - span, first - 0.5)
-            rows.insert(0, {"case": "baseline (no swap)", "ok": None, "reason": "",
-                            "window_s": round(span, 2), "commands": n, "longest_gap_ms": round(gap, 2)})
         finally:
             client.graph.close()
             node.terminate()
