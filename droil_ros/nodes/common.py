@@ -110,7 +110,8 @@ def imu_orientation(msg: Imu, tolerance: float) -> np.ndarray:
     if abs(norm - 1.0) > tolerance:
         raise Implausible("bad_orientation", f"Imu quaternion has norm {norm:.3g} (a rotation has 1, "
                                              f"tolerance {tolerance:g})")
-    return quaternion / norm
+    # a unit quaternion (to float precision) is used as sent: the same bits as any other reader's
+    return quaternion if abs(norm - 1.0) < 1e-12 else quaternion / norm
 
 
 def stamp_seconds(header: Header) -> float:
