@@ -189,6 +189,13 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 4:]} ({len(text)} chars)"
 
 
+def _deserialize(raw: bytes, kind):
+    try:
+        return deserialize_message(raw, kind)
+    except Exception as exc:  # rclpy's own error types; the bytes came from anyone
+        raise Implausible("bad_input", f"undecodable {kind.__name__} ({type(exc).__name__})") from None
+
+
 def total(fallback=None):
     """Make a callback total: an exception in it becomes a ``callback_error`` fault with its
     reason, and ``fallback(self, reason, *args)`` answers the caller; it never reaches the executor,
@@ -485,7 +492,7 @@ class PolicyNode(LifecycleNode):
             if len(raw) > self.max_joint_state_bytes:
                 raise Implausible("oversize", f"JointState of {len(raw)} bytes, at most "
                                               f"{self.max_joint_state_bytes} accepted")
-            msg = deserialize_message(raw, JointState)
+            msg = _deserialize(raw, JointState)
             check_joint_state(msg, self.max_names)
             self._check_stamp("joint_states", msg.header)
         except Implausible as exc:
@@ -499,7 +506,7 @@ class PolicyNode(LifecycleNode):
         try:
             if len(raw) > MAX_IMU_BYTES:
                 raise Implausible("oversize", f"Imu of {len(raw)} bytes, at most {MAX_IMU_BYTES} accepted")
-            msg = deserialize_message(raw, Imu)
+            msg = _deserialize(raw, Imu)
             if self.imu_frame and msg.header.frame_id != self.imu_frame:
                 raise Implausible("imu_frame", f"Imu in frame '{_short(msg.header.frame_id, 40)}', the "
                                                f"robot spec's IMU is '{self.imu_frame}'")
