@@ -32,6 +32,7 @@ from droil_ros.bench.swap_attacks import (
     nan_always,
     nan_near_tilt,
     padded,
+    slow_near_tilt,
 )
 from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
 from droil_ros.robots import load_spec
@@ -54,6 +55,7 @@ def files(tmp_path_factory):
     allowed, elsewhere = tmp_path_factory.mktemp("allowed"), tmp_path_factory.mktemp("elsewhere")
     made = {"dir": allowed, "good": linear(allowed / "good.onnx"), "good2": linear(allowed / "good2.onnx"),
             "nan": nan_always(allowed / "nan.onnx"), "sleeper": nan_near_tilt(allowed / "sleeper.onnx", TILT),
+            "slow_sleeper": slow_near_tilt(allowed / "slow_sleeper.onnx", TILT),
             "hang": looped(allowed / "hang.onnx", None), "slow": looped(allowed / "slow.onnx", 200_000),
             "external": external_data(allowed / "external.onnx"),
             "memory": memory_bomb(allowed / "memory.onnx"),
@@ -261,14 +263,16 @@ class TestOneNode:
         assert not ok and "read-only" in why, why
 
 
-    def test_a_policy_that_turns_nan_on_the_robot_is_disabled(self, victim, files):
-        """It passes vetting (NaN only near the robot's real tilt): before, its NaN became zero torque
-        while diagnostics said 'OK: acting'; now each is a fault, and max_policy_faults in a row
-        disable it until another policy is swapped in."""
+    @pytest.mark.parametrize("case, kind", [("sleeper", "policy_output"), ("slow_sleeper", "policy_slow")])
+    def test_a_policy_that_turns_bad_on_the_robot_is_disabled(self, victim, files, case, kind):
+        """It passes vetting (NaN, or 80 ms of Loop, only near the robot's real tilt): before, its
+        NaN became zero torque while diagnostics said 'OK: acting', and a slow one dropped the loop
+        rate; now each is a fault, and max_policy_faults in a row disable it until another policy
+        is swapped in."""
         since = time.monotonic()
-        assert victim.set_policy_path(files["sleeper"])[0]
-        assert victim.swap_outcome(since, str(files["sleeper"]))["ok"]
-        status = victim.wait_fault("policy_output")
+        assert victim.set_policy_path(files[case])[0]
+        assert victim.swap_outcome(since, str(files[case]))["ok"]
+        status = victim.wait_fault(kind)
         assert victim.wait_for(lambda: (victim.diagnostics() or {}).get("policy_disabled") == "True", 5.0)
         status = victim.diagnostics()
         assert status["level"] == b"\x02" and "policy_disabled" in status["message"], status

@@ -76,19 +76,25 @@ def nan_always(path: Path) -> Path:
 def nan_near_tilt(path: Path, tilt: float) -> Path:
     """NaN only when theta is within 0.01 of ``tilt`` (sqrt(-1)): none of the vetting batch's
     observations, but what a robot leaning that much reports."""
-    nodes = [helper.make_node("Slice", ["obs", "s0", "s1", "ax"], ["theta"]),
-             helper.make_node("Sub", ["theta", "tilt"], ["d"]), helper.make_node("Abs", ["d"], ["a"]),
-             helper.make_node("Less", ["a", "eps"], ["near"]),
-             helper.make_node("Cast", ["near"], ["nf"], to=TensorProto.FLOAT),
+    near, inits = _near_tilt(tilt)
+    nodes = [helper.make_node("Cast", ["near"], ["nf"], to=TensorProto.FLOAT),
              helper.make_node("Neg", ["nf"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["root"]),
              helper.make_node("Add", ["m", "root"], ["y"])]
+    return _policy(path, near + nodes, inits, "y")
+
+
+def _near_tilt(tilt: float) -> tuple[list, list]:
+    """Nodes computing ``near`` (bool, (batch, 1)): theta within 0.01 of ``tilt``."""
+    nodes = [helper.make_node("Slice", ["obs", "s0", "s1", "ax"], ["theta"]),
+             helper.make_node("Sub", ["theta", "tilt"], ["d"]), helper.make_node("Abs", ["d"], ["a"]),
+             helper.make_node("Less", ["a", "eps"], ["near"])]
     inits = [_scalar("s0", [0], np.int64), _scalar("s1", [1], np.int64), _scalar("ax", [1], np.int64),
              _scalar("tilt", [tilt]), _scalar("eps", [0.01])]
-    return _policy(path, nodes, inits, "y")
+    return nodes, inits
 
 
-def looped(path: Path, trips: int | None) -> Path:
-    """A Loop around the action: ``trips`` iterations, or (None) one that never ends."""
+def _loop(trips: str, result: str) -> tuple[list, list]:
+    """A Loop of ``trips`` (a tensor name; '' for no limit) iterations that passes m through."""
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
          helper.make_node("Identity", ["v_in"], ["v_out"])],
@@ -97,11 +103,27 @@ def looped(path: Path, trips: int | None) -> Path:
                  helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)])
-    inits = [_scalar("cond", True, np.bool_)]
+    loop = helper.make_node("Loop", [trips, "cond", "m"], [result], body=body)
+    return [loop], [_scalar("cond", True, np.bool_)]
+
+
+def looped(path: Path, trips: int | None) -> Path:
+    """A Loop around the action: ``trips`` iterations, or (None) one that never ends."""
+    nodes, inits = _loop("trips" if trips is not None else "", "y")
     if trips is not None:
         inits.append(_scalar("trips", trips, np.int64))
-    loop = helper.make_node("Loop", ["trips" if trips is not None else "", "cond", "m"], ["y"], body=body)
-    return _policy(path, [loop], inits, "y")
+    return _policy(path, nodes, inits, "y")
+
+
+def slow_near_tilt(path: Path, tilt: float, trips: int = 200_000) -> Path:
+    """``trips`` Loop iterations (about 80 ms) only when theta is within 0.01 of ``tilt``, none
+    otherwise: fast on the vetting batch, slow on the robot."""
+    near, inits = _near_tilt(tilt)
+    count = [helper.make_node("Cast", ["near"], ["near_int"], to=TensorProto.INT64),
+             helper.make_node("ReduceMax", ["near_int"], ["any_near"], keepdims=0),
+             helper.make_node("Mul", ["any_near", "many"], ["trips"])]
+    loop, loop_inits = _loop("trips", "y")
+    return _policy(path, near + count + loop, inits + loop_inits + [_scalar("many", trips, np.int64)], "y")
 
 
 def external_data(path: Path) -> Path:

@@ -20,8 +20,10 @@ outright sends nothing. ``~/estop`` (True) latches the safe action until ``~/res
 called with the e-stop released; with ``estop_token_sha256`` set, only setting ``estop_release`` to
 the token with that hash releases it. ``estop_state_file`` keeps a latched e-stop across restarts, and
 ``estop_heartbeat`` makes the node act only while ``~/enable`` (True) keeps arriving (a deadman).
-A policy that fails or answers NaN/Inf ``max_policy_faults`` ticks in a row is disabled until
-another is swapped in. No callback ends the node: an exception in one is a ``callback_error``
+A policy that fails, answers NaN/Inf or takes more than its inference budget (CPU time)
+``max_policy_faults`` ticks in a row is disabled until another is swapped in; one that never
+returns on some input cannot be interrupted (inference runs on the loop's thread): vetting is the
+guard against that. No callback ends the node: an exception in one is a ``callback_error``
 fault with its reason (a parameter or service call is refused with it).
 
 Plausibility: beyond the above, a JointState over ``4 x`` the spec's joints (by name count or by
@@ -111,7 +113,8 @@ from droil_ros.robots.spec import RobotSpec
 
 FAULT_KINDS = ("stale", "nan", "bad_input", "oversize", "duplicate_joints", "imu_frame",
                "orientation_unknown", "bad_orientation", "out_of_range", "stamp", "no_policy",
-               "policy_error", "policy_output", "policy_disabled", "estop", "deadman", "callback_error")
+               "policy_error", "policy_output", "policy_slow", "policy_disabled", "estop", "deadman",
+               "callback_error")
 OVERRUN = 1.5  # a tick period longer than this many nominal periods is an overrun
 # s a thread may keep the GIL while another waits for it (Python's default, 5 ms, is a 200 Hz period):
 # the control loop gets it back from the hot-swap loader within this
@@ -264,8 +267,9 @@ class PolicyNode(LifecycleNode):
             "refuse announcements on /droil/policy_updates that do not pin the file's SHA-256",
             read_only=True)).value
         self.max_policy_faults = declare("max_policy_faults", 5, describe(
-            "ticks in a row with a policy error or a NaN/Inf action after which the policy is "
-            "disabled (safe action, ERROR) until another is swapped in", read_only=True)).value
+            "ticks in a row with a policy error, a NaN/Inf action or an inference over its budget "
+            "after which the policy is disabled (safe action, ERROR) until another is swapped in",
+            read_only=True)).value
         self.quaternion_tolerance = declare("quaternion_tolerance", 0.05, describe(
             "largest |norm - 1| of the Imu quaternion that is normalised; beyond it the reading is "
             "refused", read_only=True)).value
@@ -596,7 +600,7 @@ class PolicyNode(LifecycleNode):
             k = int(np.argmax(outside))
             raise Fault("out_of_range", f"observation {self.spec.obs_names[k]} = {obs[k]:.3g} outside "
                                         f"[{self.spec.obs_low[k]:g}, {self.spec.obs_high[k]:g}]")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             action = policy(obs, strict=True)
         except Exception as exc:  # ORT errors have their own types; none may stop the loop
@@ -604,6 +608,12 @@ class PolicyNode(LifecycleNode):
             kind = "policy_output" if isinstance(exc, PolicyOutputError) else "policy_error"
             raise Fault(kind, f"policy {policy.policy_id} failed: {exc}") from None
         self.inference.append(time.perf_counter() - started)
+        # CPU time, as vetting measured it: a busy machine's preemption is not the policy's cost
+        cpu = time.thread_time() - cpu
+        if cpu > self.max_inference_fraction * self.period:  # slow on this input, unlike the vetting batch
+            self._policy_fault(policy)
+            raise Fault("policy_slow", f"policy {policy.policy_id} took {cpu * 1e3:.2f} ms of CPU (over "
+                                       f"{self.max_inference_fraction:g} of the period)")
         self.policy_faults_in_row = 0
         return action
 
