@@ -326,7 +326,8 @@ def deploy(cfg: DemoConfig, spec: RobotSpec, client: DemoClient, group: NodeGrou
             if name != "lqr":
                 if "lqr_expert" in group.procs:  # the policy node takes over from the LQR
                     group.stop("lqr_expert")
-                    group.start(node("policy", robot=spec.id, autostart=True))
+                    group.start(node("policy", robot=spec.id, autostart=True,  # loads only from there
+                                     policy_dir=str(Path(policies[name]).parent)))
                     client.wait_active("policy")
                 swap_seconds = client.swap(policies[name])
             episodes = []

@@ -55,8 +55,10 @@ def test_realtime_bench_tiny(tmp_path):
         assert 0 < s["parameter_answer_ms"] and 0 < s["first_command_ms"] and 0 < s["swap_status_ms"]
         assert s["node_swap_ms"] > 0
         assert s["old_policy_commands_after"] == 0  # the swap is atomic between two ticks
-        for window in (s, s["control"]):  # each 0.5 s + the swap time, less where commands lapse
-            assert 0.0 < window["window_s"] < 1.5 and window["longest_gap_ms"] > 0
+        # each 0.5 s + the swap time (with the vetting process, 1-2 s; more under load), less where
+        # commands lapse
+        for window in (s, s["control"]):
+            assert 0.0 < window["window_s"] < 10.0 and window["longest_gap_ms"] > 0
             assert window["late_ticks"] >= 0 and window["missed_ticks"] >= 0
     summary = payload["swap_summary"]
     assert summary["first_command_ms"]["n"] == 2

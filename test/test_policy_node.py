@@ -40,7 +40,7 @@ from droil_ros.policy import OnnxPolicy, export_onnx
 from droil_ros.robots import load_spec
 from droil_ros.sim.envs import make_env
 
-DOMAIN = random.randint(41, 60)
+DOMAIN = random.randint(41, 55)
 ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 THETA = SPEC.obs_names.index("theta")
@@ -50,6 +50,7 @@ PERIOD = SPEC.control_dt
 MAX_GAP = 2.5 * PERIOD
 SCHEDULING_STALL = 0.05  # s: the longest pause a loaded 2-core machine gives a 200 Hz loop unasked
 DIAGNOSTICS = "policy: control loop"
+SWAP_TIMEOUT = 20.0  # s: a swap is vetted in a separate process first (about 1.5 s, more under load)
 PRIORITY = 10  # SCHED_FIFO priority of the serving node's loop (where the machine permits it)
 # Every command is kept (a deep reliable queue) and timed by its publisher (source_timestamp), so
 # gaps measure the node, not the probe's own scheduling on a busy machine.
@@ -80,7 +81,7 @@ def policies(tmp_path_factory):
     hopper_path = export_onnx(torch.nn.Sequential(torch.nn.Linear(hopper.obs_dim, hopper.act_dim),
                                                   torch.nn.Tanh()),
                               out / "hopper.onnx", hopper, {"learner": "test"})
-    return {"good": good, "corrupt": corrupt, "hopper": hopper_path}
+    return {"good": good, "corrupt": corrupt, "hopper": hopper_path, "dir": out}
 
 
 def _stands(path: Path) -> bool:
@@ -206,8 +207,8 @@ def stack(policies, tmp_path_factory):
     """sim_bridge (realtime) + policy node, shared by TestServingTheSimulator: stand, swap, reject."""
     launch, probe = Launcher(tmp_path_factory.mktemp("stack"), ROS_ENV), Probe(DOMAIN)
     try:
-        probe.policy_proc = launch("policy", policy_path=policies["good"][0], auto_swap="true",
-                                   diagnostics_period=0.5, thread_priority=PRIORITY)
+        probe.policy_proc = launch("policy", policy_path=policies["good"][0], policy_dir=policies["dir"],
+                                   auto_swap="true", diagnostics_period=0.5, thread_priority=PRIORITY)
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
         assert probe.transition(Transition.TRANSITION_ACTIVATE)
         launch("sim_bridge", mode="realtime", initial_tilt=0.1)
@@ -254,7 +255,8 @@ class TestServingTheSimulator:
         answered = time.monotonic() - asked
         assert ok  # accepted: it loads in the worker and the outcome comes on ~/swap_status
         assert probe.wait_for(lambda: any(s["ok"] and s["policy_id"] == new_id
-                                          for s in probe.swap_status(asked)), 5.0), probe.swap_status()
+                                          for s in probe.swap_status(asked)), SWAP_TIMEOUT), \
+            probe.swap_status()
         swapped = probe.timed("/policy/swap_status", asked)[0][0]
         swapped_wall = probe.publish_times("/policy/swap_status", asked)[0]
         time.sleep(1.0)  # two more diagnostics periods
@@ -301,9 +303,10 @@ class TestServingTheSimulator:
         asked = time.monotonic()
         ok, _ = probe.set_policy_path(policies["corrupt"])
         assert ok  # exists and is .onnx: the worker finds out it is corrupt
-        assert probe.wait_for(lambda: len(probe.swap_status(asked)) == 1, 5.0)
+        assert probe.wait_for(lambda: len(probe.swap_status(asked)) == 1, SWAP_TIMEOUT)
         probe.updates_pub.publish(String(data=str(policies["hopper"])))  # auto_swap is on
-        assert probe.wait_for(lambda: len(probe.swap_status(asked)) == 2, 5.0), probe.swap_status(asked)
+        assert probe.wait_for(lambda: len(probe.swap_status(asked)) == 2, SWAP_TIMEOUT), \
+            probe.swap_status(asked)
         results = {Path(s["path"]).name: s for s in probe.swap_status(asked)}
         assert "not a valid ONNX model" in results["corrupt.onnx"]["reason"]
         assert "policy is for robot 'hopper'" in results["hopper.onnx"]["reason"]
@@ -325,7 +328,7 @@ class TestServingTheSimulator:
         other = next(str(p) for p in policies["good"] if str(p) != probe.policy_path())
         asked = time.monotonic()
         assert probe.set_policy_path(other)[0]
-        assert probe.wait_for(lambda: any(s["ok"] for s in probe.swap_status(asked)), 5.0)
+        assert probe.wait_for(lambda: any(s["ok"] for s in probe.swap_status(asked)), SWAP_TIMEOUT)
         node_pid = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])  # timeout's
         if "not permitted" in proc.log_path.read_text():
             assert os.sched_getscheduler(node_pid) == os.SCHED_OTHER
@@ -340,7 +343,8 @@ class TestServingTheSimulator:
 
 
 def test_faults_give_the_safe_action(launch, probe, policies):
-    launch("policy", policy_path=policies["good"][0], max_obs_age=0.1, diagnostics_period=0.2)
+    launch("policy", policy_path=policies["good"][0], policy_dir=policies["dir"], max_obs_age=0.1,
+           diagnostics_period=0.2)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     probe.sensors = _sensors(0.1)
     time.sleep(0.5)
@@ -388,7 +392,8 @@ def test_faults_give_the_safe_action(launch, probe, policies):
 
 
 def test_lifecycle_refuses_a_bad_policy_and_stops_safely(launch, probe, policies):
-    node = launch("policy", policy_path=policies["corrupt"], diagnostics_period=0.2)
+    node = launch("policy", policy_path=policies["corrupt"], policy_dir=policies["dir"],
+                  diagnostics_period=0.2)
     assert not probe.transition(Transition.TRANSITION_CONFIGURE)
     assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
     assert probe.wait_for(lambda: "not a valid ONNX model" in (probe.diagnostics() or {}).get("message", ""),

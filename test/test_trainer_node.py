@@ -1,8 +1,10 @@
 """trainer over real DDS: ~/train learns from a dataset in a worker, publishes progress, exports
 ONNX and announces it on /droil/policy_updates; a bad dataset is reported, not fatal."""
 
+import hashlib
 import json
 import random
+from pathlib import Path
 
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -41,8 +43,10 @@ def test_train_export_announce_and_report_failures(probe, launch, lqr_dataset, t
     assert done["state"] == "done", done
     assert [s["step"] for s in states if s["state"] == "training" and s.get("step")] == [50, 100, 120]
     assert probe.wait_for(lambda: probe.received("/droil/policy_updates"), 10)
-    announced = probe.received("/droil/policy_updates")[-1].data
+    announcement = json.loads(probe.received("/droil/policy_updates")[-1].data)
+    announced = announcement["path"]
     assert announced == done["policies"][0] and len(done["policies"]) == 2
+    assert announcement["sha256"] == hashlib.sha256(Path(announced).read_bytes()).hexdigest()
     assert OnnxPolicy(announced, load_spec("wheel_legged")).metadata["learner"] == "bc"
 
     bad = tmp_path / "garbage.npz"

@@ -466,7 +466,8 @@ def serve(spec: RobotSpec, rate: float, paths: list[Path], policies: list[OnnxPo
     env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     swaps = 3 * settings.swaps * settings.swap_spacing if swap else 0
     limit = 60 + settings.warmup + settings.window + swaps
-    params = {"robot": spec.id, "policy_path": str(paths[0]), "control_rate_hz": float(rate),
+    params = {"robot": spec.id, "policy_path": str(paths[0]), "policy_dir": str(paths[0].parent),
+              "control_rate_hz": float(rate),
               "autostart": True, "diagnostics_period": 0.5, "thread_priority": settings.thread_priority}
     node = NodeGroup(work / f"policy_{rate:g}hz", env, limit)
     node.start(BringupNode("policy", params))

@@ -5,6 +5,7 @@ Conversions only: observations, actions and physics stay in the core (robots/, s
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from array import array
@@ -64,17 +65,61 @@ def declare_robot(node: Node) -> RobotSpec:
     return load_spec(name)
 
 
-def readings_from_msgs(joint_state: JointState, imu: Imu) -> SensorReadings:
+def readings_from_msgs(joint_state: JointState, imu: Imu,
+                       orientation: np.ndarray | None = None) -> SensorReadings:
+    """``orientation``: the Imu's quaternion as checked by ``imu_orientation`` (default: as sent)."""
     q = imu.orientation
     return SensorReadings(
         joint_names=tuple(joint_state.name),
         position=np.array(joint_state.position, dtype=np.float64),
         velocity=np.array(joint_state.velocity, dtype=np.float64),
         effort=np.array(joint_state.effort, dtype=np.float64),
-        orientation=np.array([q.x, q.y, q.z, q.w]),
+        orientation=np.array([q.x, q.y, q.z, q.w]) if orientation is None else orientation,
         angular_velocity=_vector(imu.angular_velocity),
         linear_acceleration=_vector(imu.linear_acceleration),
     )
+
+
+class Implausible(ValueError):
+    """A sensor message that cannot be a real reading; ``kind`` names the fault."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(detail)
+        self.kind = kind
+
+
+def check_joint_state(msg: JointState, max_names: int) -> None:
+    """Implausible unless names are few enough (``max_names``) and unique (else the later
+    duplicate would silently win the lookup by name)."""
+    if len(msg.name) > max_names:
+        raise Implausible("oversize", f"JointState has {len(msg.name)} names, at most {max_names} accepted")
+    if len(set(msg.name)) != len(msg.name):
+        seen: set[str] = set()
+        duplicated = sorted({n for n in msg.name if n in seen or seen.add(n)})
+        raise Implausible("duplicate_joints", f"JointState names {duplicated[:3]} more than once")
+
+
+def imu_orientation(msg: Imu, tolerance: float) -> np.ndarray:
+    """The Imu's quaternion (x, y, z, w), normalised; Implausible when the Imu says it has no
+    orientation (REP 145: covariance[0] = -1) or the norm is off by more than ``tolerance`` (a zero
+    quaternion is no rotation at all, not 'upright')."""
+    if msg.orientation_covariance[0] == -1.0:
+        raise Implausible("orientation_unknown",
+                          "Imu reports no orientation (orientation_covariance[0] = -1)")
+    q = msg.orientation
+    quaternion = np.array([q.x, q.y, q.z, q.w])
+    norm = float(np.sqrt(quaternion @ quaternion))
+    if not math.isfinite(norm):
+        raise Implausible("nan", "NaN or Inf in the Imu orientation")
+    if abs(norm - 1.0) > tolerance:
+        raise Implausible("bad_orientation", f"Imu quaternion has norm {norm:.3g} (a rotation has 1, "
+                                             f"tolerance {tolerance:g})")
+    # a unit quaternion (to float precision) is used as sent: the same bits as any other reader's
+    return quaternion if abs(norm - 1.0) < 1e-12 else quaternion / norm
+
+
+def stamp_seconds(header: Header) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
 def _vector(v) -> np.ndarray:

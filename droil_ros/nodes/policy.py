@@ -17,17 +17,38 @@ The safe action is zero torque. On a balancing robot that is 'let it fall', not 
 there is no torque that is safe without a working controller, so a real robot's driver must
 handle the fall (brakes, a fall-arrest, cutting power), and time out on commands: a node killed
 outright sends nothing. ``~/estop`` (True) latches the safe action until ``~/reset_estop`` is
-called with the e-stop released.
+called with the e-stop released; with ``estop_token_sha256`` set, only setting ``estop_release`` to
+the token with that hash releases it. ``estop_state_file`` keeps a latched e-stop across restarts, and
+``estop_heartbeat`` makes the node act only while ``~/enable`` (True) keeps arriving (a deadman).
+A policy that fails, answers NaN/Inf or takes more than its inference budget (CPU time)
+``max_policy_faults`` ticks in a row is disabled until another is swapped in; one that never
+returns on some input cannot be interrupted (inference runs on the loop's thread): vetting is the
+guard against that. No callback ends the node: an exception in one is a ``callback_error``
+fault with its reason (a parameter or service call is refused with it).
+
+Plausibility: beyond the above, a JointState over ``4 x`` the spec's joints (by name count or by
+serialised size, checked before it is even turned into Python), duplicated joint names, an Imu in
+another frame than the spec's, an Imu without orientation (REP 145: covariance[0] = -1) or with a
+quaternion whose norm is off by more than ``quaternion_tolerance`` (smaller errors are
+normalised), an observation outside the spec's range (``low``/``high`` per element, default
++-1e6) and, with ``use_header_stamps``, a stamp that is zero, older than ``max_obs_age`` on the
+node's clock or going backwards, each give the safe action and a fault of its own name.
 
 Hot-swap: setting ``policy_path`` at run time (or, with ``auto_swap``, a path on
-``/droil/policy_updates``) answers at once: a path that is not an existing ``.onnx`` file is
-rejected with the reason, any other is accepted, then loaded and validated in a worker thread,
-never on the control path. The new policy then replaces the old one between two ticks (one
-reference). A file that fails to load, or was made for another robot, is rejected: the old policy
-keeps acting and ``policy_path`` is set back to it. The outcome of every load (and of an
-auto-swap refused at once) is published, latched, on ``~/swap_status`` as JSON
+``/droil/policy_updates``) answers at once: a path that is not an existing ``.onnx`` file under
+``policy_dir`` is rejected with the reason, any other is accepted, then read once (at most
+``max_policy_bytes``), vetted in a separate process (droil_ros.policy.vetting: parse, metadata,
+finite outputs, inference time within ``max_inference_fraction`` of the period, all under a time
+and a memory limit) and only then built from the same bytes in a worker thread, never on the
+control path. An announcement may pin the file's SHA-256 (``path sha256=<hex>`` or JSON
+``{"path", "sha256"}``; ``require_sha256`` makes that mandatory). The new policy then replaces
+the old one between two ticks (one reference). A file that fails to load, or was made for
+another robot, is rejected: the old policy keeps acting and ``policy_path`` is set back to it.
+The outcome of every load (and of an auto-swap refused at once) is published, latched, on
+``~/swap_status`` as JSON
 ``{"path", "ok", "reason", "policy_id"}`` (policy_id: the policy acting after the attempt); when
-requests overlap, the newest wins and older ones report "superseded".
+requests overlap, the newest wins and older ones report "superseded". ``swap_ms`` in the
+diagnostics runs from the vetted bytes to the new policy's first action, ``vet_ms`` is the vetting.
 
 Keeping ticks on time in Python: the loader starts just after a tick, so the part of a load that
 holds the GIL in one C call (about 1.5 ms to build the ONNX Runtime session) ends before the next
@@ -41,10 +62,15 @@ stall the loader while it holds the GIL the loop waits for).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import hashlib
+import hmac
 import json
 import math
 import os
+import re
+import stat
 import sys
 import threading
 import time
@@ -61,6 +87,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
@@ -70,20 +97,35 @@ from droil_ros.nodes.common import (
     COMMAND_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
+    Implausible,
+    check_joint_state,
     command_msg,
     declare_robot,
     describe,
+    imu_orientation,
     readings_from_msgs,
     spin_node,
+    stamp_seconds,
 )
-from droil_ros.policy.runtime import OnnxPolicy, PolicyError
+from droil_ros.policy.runtime import OnnxPolicy, PolicyError, PolicyOutputError
+from droil_ros.policy.vetting import Vetter, memory_limit
 from droil_ros.robots.spec import RobotSpec
 
-FAULT_KINDS = ("stale", "nan", "bad_input", "no_policy", "policy_error", "estop")
+FAULT_KINDS = ("stale", "nan", "bad_input", "oversize", "duplicate_joints", "imu_frame",
+               "orientation_unknown", "bad_orientation", "out_of_range", "stamp", "no_policy",
+               "policy_error", "policy_output", "policy_slow", "policy_disabled", "estop", "deadman",
+               "callback_error")
 OVERRUN = 1.5  # a tick period longer than this many nominal periods is an overrun
 # s a thread may keep the GIL while another waits for it (Python's default, 5 ms, is a 200 Hz period):
 # the control loop gets it back from the hot-swap loader within this
 GIL_SWITCH_INTERVAL = 0.0005
+# A JointState may name at most this many times the spec's joints (a robot's driver may add a few
+# passive joints); its serialised size is capped accordingly, so a flood of names is dropped as bytes
+JOINT_STATE_SLACK = 4
+BYTES_PER_JOINT = 256 + 3 * 8  # a name of up to 256 characters and three doubles
+MESSAGE_OVERHEAD = 512  # header, frame id, sequence lengths
+MAX_IMU_BYTES = 4096  # an Imu is about 330 bytes plus its frame id
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Fault(Exception):
@@ -96,15 +138,32 @@ class Fault(Exception):
 class SwapRequest:
     seq: int
     path: str
-    asked: float  # time.perf_counter() of the request
+    sha256: str | None = None  # pinned by the announcement
 
 
-def load_policy(path: str, spec: RobotSpec) -> OnnxPolicy:
+def load_policy(path: str, spec: RobotSpec, data: bytes | None = None) -> OnnxPolicy:
     """Load, validate against the robot spec (PolicyError) and run once: the first run allocates,
     and that must not happen on the control path."""
-    policy = OnnxPolicy(path, spec)
+    policy = OnnxPolicy(path, spec, data)
     policy(np.zeros(policy.obs_dim))
     return policy
+
+
+def parse_announcement(text: str) -> tuple[str, str | None]:
+    """(path, sha256 or None) of a /droil/policy_updates message: a plain path, ``path
+    sha256=<hex>`` or JSON ``{"path": ..., "sha256": ...}``; ValueError when malformed."""
+    text = text.strip()
+    if text.startswith("{"):
+        payload = json.loads(text)
+        if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
+            raise ValueError("announcement JSON needs a string 'path'")
+        path, digest = payload["path"], payload.get("sha256")
+    else:
+        path, _, pin = text.partition(" sha256=")
+        digest = pin.strip() or None
+    if digest is not None and not (isinstance(digest, str) and SHA256.fullmatch(digest.lower())):
+        raise ValueError("sha256 must be 64 hex digits")
+    return path, digest.lower() if digest else None
 
 
 def _loader_scheduling(priority: int) -> None:
@@ -128,6 +187,49 @@ def _percentiles_us(samples: list[float]) -> tuple[str, str]:
     return f"{p50:.0f}", f"{p99:.0f}"
 
 
+def _short(text: str, limit: int = 120) -> str:
+    """A path or value as it goes into a one-line reason."""
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 4:]} ({len(text)} chars)"
+
+
+def _deserialize(raw: bytes, kind):
+    try:
+        return deserialize_message(raw, kind)
+    except Exception as exc:  # rclpy's own error types; the bytes came from anyone
+        raise Implausible("bad_input", f"undecodable {kind.__name__} ({type(exc).__name__})") from None
+
+
+def total(fallback=None):
+    """Make a callback total: an exception in it becomes a ``callback_error`` fault with its
+    reason, and ``fallback(self, reason, *args)`` answers the caller; it never reaches the executor,
+    which would end the node."""
+    def wrap(method):
+        @functools.wraps(method)
+        def guarded(self, *args):
+            try:
+                return method(self, *args)
+            except Exception as exc:
+                reason = f"{method.__name__.lstrip('_')}: {type(exc).__name__}: {exc}"[:300]
+                self._record(Fault("callback_error", reason))
+                return fallback(self, reason, *args) if fallback is not None else None
+        return guarded
+    return wrap
+
+
+def _refuse_parameters(self, reason: str, params) -> SetParametersResult:
+    return SetParametersResult(successful=False, reason=f"refused: {reason}")
+
+
+def _refuse_service(self, reason: str, request, response):
+    response.success, response.message = False, f"refused: {reason}"
+    return response
+
+
+def _safe_tick(self, reason: str) -> None:
+    if self.command_pub is not None:
+        self.command_pub.publish(self.safe_command)
+
+
 class PolicyNode(LifecycleNode):
     def __init__(self):
         super().__init__("policy")
@@ -138,14 +240,55 @@ class PolicyNode(LifecycleNode):
         declare = self.declare_parameter
         declare("policy_path", "", describe(
             "ONNX policy to serve (empty: none, the safe action until one is set); set it at run "
-            "time to hot-swap (loaded off the control path; a bad file is rejected, see ~/swap_status)"))
+            "time to hot-swap (vetted in a separate process and loaded off the control path; a bad "
+            "file is rejected, see ~/swap_status). Must resolve under policy_dir"))
         self.rate = declare("control_rate_hz", self.spec.control_rate_hz, describe(
             "control loop rate on the steady clock (default: the robot spec's)", read_only=True)).value
         self.max_obs_age = declare("max_obs_age", 3.0 / self.rate if self.rate > 0 else 0.0, describe(
             "seconds since the newest JointState or Imu arrived beyond which the input is stale and "
             "the safe action is sent (default: 3 control periods)", read_only=True)).value
-        declare("auto_swap", False, describe(
-            "hot-swap to the policy paths announced on /droil/policy_updates"))
+        self.auto_swap = declare("auto_swap", False, describe(
+            "hot-swap to the policy paths announced on /droil/policy_updates (read-only: no other "
+            "node may turn it on)", read_only=True)).value
+        self.policy_dir = Path(declare("policy_dir", ".", describe(
+            "the only directory policies load from (with its subdirectories; symlinks must resolve "
+            "inside it too); default: the node's working directory", read_only=True)).value).resolve()
+        self.max_policy_bytes = declare("max_policy_bytes", 2 * 2**20, describe(
+            "largest policy file read (bytes), checked before reading it; vetting then refuses a "
+            "session build over one control period of CPU (about 2.8 ms per MiB here), since the "
+            "loop waits for the GIL while the node builds it", read_only=True)).value
+        self.max_inference_fraction = declare("max_inference_fraction", 0.25, describe(
+            "a candidate policy's inference p99 (CPU time, measured when vetting) may take at most "
+            "this fraction of the control period", read_only=True)).value
+        vet_timeout = declare("vet_timeout", 10.0, describe(
+            "seconds the vetting process may take before the candidate is rejected (a policy that "
+            "hangs)", read_only=True)).value
+        self.require_sha256 = declare("require_sha256", False, describe(
+            "refuse announcements on /droil/policy_updates that do not pin the file's SHA-256",
+            read_only=True)).value
+        self.max_policy_faults = declare("max_policy_faults", 5, describe(
+            "ticks in a row with a policy error, a NaN/Inf action or an inference over its budget "
+            "after which the policy is disabled (safe action, ERROR) until another is swapped in",
+            read_only=True)).value
+        self.quaternion_tolerance = declare("quaternion_tolerance", 0.05, describe(
+            "largest |norm - 1| of the Imu quaternion that is normalised; beyond it the reading is "
+            "refused", read_only=True)).value
+        self.use_header_stamps = declare("use_header_stamps", False, describe(
+            "refuse sensor messages whose header stamp is zero, goes backwards or is older than "
+            "max_obs_age on the node's clock (needs clocks in sync with the sensors)", read_only=True)).value
+        # the hash, not the token: any node can read a parameter
+        self.estop_token_sha256 = declare("estop_token_sha256", "", describe(
+            "SHA-256 (hex) of the e-stop token: if set, only setting estop_release to that token "
+            "releases a latched e-stop (~/reset_estop is refused); empty: ~/reset_estop releases it",
+            read_only=True)).value.lower()
+        declare("estop_release", "", describe(
+            "set it to the e-stop token to release a latched e-stop (the value is not kept)"))
+        self.estop_heartbeat = declare("estop_heartbeat", 0.0, describe(
+            "deadman: seconds ~/enable (True) may stay silent before the safe action; 0: off",
+            read_only=True)).value
+        self.estop_file = declare("estop_state_file", "", describe(
+            "file that keeps a latched e-stop across restarts (exists: latched at start); empty: "
+            "none", read_only=True)).value
         priority = declare("thread_priority", 0, describe(
             "SCHED_FIFO priority (1-99) of the control loop's thread, as ros2_control's; 0: the OS "
             "default. Needs root, CAP_SYS_NICE or an rtprio limit: refused, the node warns and runs on",
@@ -154,9 +297,15 @@ class PolicyNode(LifecycleNode):
             "seconds between /diagnostics messages (latencies are over this period)",
             read_only=True)).value
         for name, value in (("control_rate_hz", self.rate), ("max_obs_age", self.max_obs_age),
-                            ("diagnostics_period", diagnostics_period)):
+                            ("diagnostics_period", diagnostics_period),
+                            ("max_policy_bytes", self.max_policy_bytes),
+                            ("max_inference_fraction", self.max_inference_fraction),
+                            ("vet_timeout", vet_timeout), ("max_policy_faults", self.max_policy_faults),
+                            ("quaternion_tolerance", self.quaternion_tolerance)):
             if not value > 0:
                 raise DroilError(f"{name} must be positive, got {value}")
+        if not self.policy_dir.is_dir():
+            raise DroilError(f"policy_dir {self.policy_dir} is not a directory")
         if not math.isclose(self.rate, self.spec.control_rate_hz):
             self.get_logger().warning(f"control_rate_hz {self.rate:g} differs from the robot spec's "
                                       f"{self.spec.control_rate_hz:g}: policies were trained at that rate")
@@ -164,19 +313,30 @@ class PolicyNode(LifecycleNode):
         self.fifo = self._set_fifo(priority) if priority else 0  # the loop thread's SCHED_FIFO priority
         self.safe_command = command_msg(np.zeros(len(self.spec.actuators)))
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.max_names = JOINT_STATE_SLACK * len(self.spec.joints)
+        self.max_joint_state_bytes = MESSAGE_OVERHEAD + self.max_names * BYTES_PER_JOINT
+        self.imu_frame = self.spec.imu.get("frame_id", "")
+        self.vetter = Vetter(self.spec, self.period, self.max_inference_fraction, vet_timeout,
+                             memory_limit(self.max_policy_bytes))
 
         self.state = "unconfigured"
         self.configure_error = ""
         self.policy: OnnxPolicy | None = None  # read once per tick; replaced whole on a swap
         self.policy_path = ""  # of self.policy
+        self.policy_faults_in_row = 0
+        self.policy_disabled = False
         self.command_pub = None
         self.sensor_subs = []
         self.timer = None
         self.joint_state: JointState | None = None
         self.imu: Imu | None = None
+        self.orientation: np.ndarray | None = None  # of self.imu, normalised
         self.joint_state_at = self.imu_at = -math.inf  # time.monotonic() of receipt
+        self.input_faults: dict[str, Fault] = {}  # topic -> why its newest message was refused
+        self.stamps = {"joint_states": -math.inf, "imu/data": -math.inf}  # newest accepted header stamps
         self.estop_input = False  # last value on ~/estop
         self.estop_latched = False
+        self.enabled_at = -math.inf  # time.monotonic() of the last ~/enable True (deadman)
 
         # statistics: counters since start, samples over one diagnostics period
         self.ticks = self.overruns = 0
@@ -198,10 +358,11 @@ class PolicyNode(LifecycleNode):
         self.loaded: SimpleQueue = SimpleQueue()
         self.loaded_guard = self.create_guard_condition(self._on_loaded)
         self.swap_seq = 0
-        self.swap_asked: float | None = None  # request time of the swap whose first action is pending
-        self.swap_ms = math.nan
+        self.swap_started: float | None = None  # build start of the swap whose first action is pending
+        self.swap_ms = self.vet_ms = math.nan
         self.last_swap = "none"
-        self.setting_path = False  # policy_path set by the node itself (follows the active policy)
+        self.setting = False  # a parameter set by the node itself (policy_path follows the active policy)
+        self.pending_sha256: str | None = None  # pinned by the announcement being applied
 
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -209,14 +370,21 @@ class PolicyNode(LifecycleNode):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Bool, "~/estop", self._on_estop, 10)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
+        if self.estop_heartbeat > 0:
+            self.create_subscription(Bool, "~/enable", self._on_enable, 10)
         self.create_subscription(String, "/droil/policy_updates", self._on_policy_update, 10)
         self.create_timer(diagnostics_period, self._publish_diagnostics, clock=self.steady)
+        if self.estop_file and Path(self.estop_file).exists():
+            self.estop_latched = True
+            self.get_logger().warning(f"e-stop latched before this start ({self.estop_file}): safe action "
+                                      f"until it is released")
         autostart = declare("autostart", False, describe(
             "configure and activate at start (bringup without a lifecycle manager)",
             read_only=True)).value
         if autostart:
             self.autostart_timer = self.create_timer(0.0, self._autostart, clock=self.steady)
-        self.get_logger().info(f"{self.spec.id}: {self.rate:g} Hz, max_obs_age {self.max_obs_age:g} s; "
+        self.get_logger().info(f"{self.spec.id}: {self.rate:g} Hz, max_obs_age {self.max_obs_age:g} s, "
+                               f"policies from {self.policy_dir}; "
                                + ("configuring and activating" if autostart else
                                   "unconfigured (configure and activate through ~/change_state)"))
 
@@ -235,6 +403,7 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(f"control loop thread: SCHED_FIFO priority {priority}")
         return priority
 
+    @total()
     def _autostart(self) -> None:
         self.destroy_timer(self.autostart_timer)
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -245,17 +414,19 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         path = self.get_parameter("policy_path").value
         try:
-            self.policy = load_policy(path, self.spec) if path else None
-        except PolicyError as exc:
-            self.configure_error = str(exc)
-            self.get_logger().error(f"configure failed: {exc}")
+            self.policy = self._vetted_policy(path, None)[0] if path else None
+        except Exception as exc:  # PolicyError, and anything else: the transition fails with the reason
+            self.configure_error = _short(str(exc), 300)
+            self.get_logger().error(f"configure failed: {self.configure_error}")
             return TransitionCallbackReturn.FAILURE
         self.policy_path, self.configure_error = path, ""
+        self.policy_faults_in_row, self.policy_disabled = 0, False
         self.command_pub = self.create_lifecycle_publisher(Float64MultiArray, "effort_controller/commands",
                                                            COMMAND_QOS)
+        # raw: a message's size is checked before rclpy turns it into Python objects
         self.sensor_subs = [
-            self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS),
-            self.create_subscription(Imu, "imu/data", self._on_imu, SENSOR_QOS),
+            self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS, raw=True),
+            self.create_subscription(Imu, "imu/data", self._on_imu, SENSOR_QOS, raw=True),
         ]
         self.state = "inactive"
         if self.policy is None:
@@ -288,6 +459,7 @@ class PolicyNode(LifecycleNode):
             self.command_pub.wait_for_all_acked(Duration(seconds=0.5))  # the process may exit next
         self._release()
         self.state = "finalized"
+        self.vetter.cancel()  # the loader thread would wait for it at exit
         self.loader.shutdown(wait=False, cancel_futures=True)
         return super().on_shutdown(state)
 
@@ -313,16 +485,59 @@ class PolicyNode(LifecycleNode):
             self.destroy_lifecycle_publisher(self.command_pub)
             self.command_pub = None
         self.policy, self.policy_path = None, ""
-        self.joint_state = self.imu = None
+        self.joint_state = self.imu = self.orientation = None
+        self.input_faults.clear()
+
+    # sensors --------------------------------------------------------------------------------
+
+    @total()
+    def _on_joint_state(self, raw: bytes) -> None:
+        try:
+            if len(raw) > self.max_joint_state_bytes:
+                raise Implausible("oversize", f"JointState of {len(raw)} bytes, at most "
+                                              f"{self.max_joint_state_bytes} accepted")
+            msg = _deserialize(raw, JointState)
+            check_joint_state(msg, self.max_names)
+            self._check_stamp("joint_states", msg.header)
+        except Implausible as exc:
+            self.input_faults["joint_states"] = Fault(exc.kind, str(exc))
+            return
+        self.input_faults.pop("joint_states", None)
+        self.joint_state, self.joint_state_at = msg, time.monotonic()
+
+    @total()
+    def _on_imu(self, raw: bytes) -> None:
+        try:
+            if len(raw) > MAX_IMU_BYTES:
+                raise Implausible("oversize", f"Imu of {len(raw)} bytes, at most {MAX_IMU_BYTES} accepted")
+            msg = _deserialize(raw, Imu)
+            if self.imu_frame and msg.header.frame_id != self.imu_frame:
+                raise Implausible("imu_frame", f"Imu in frame '{_short(msg.header.frame_id, 40)}', the "
+                                               f"robot spec's IMU is '{self.imu_frame}'")
+            orientation = (imu_orientation(msg, self.quaternion_tolerance) if self.spec.uses_orientation
+                           else None)
+            self._check_stamp("imu/data", msg.header)
+        except Implausible as exc:
+            self.input_faults["imu/data"] = Fault(exc.kind, str(exc))
+            return
+        self.input_faults.pop("imu/data", None)
+        self.imu, self.orientation, self.imu_at = msg, orientation, time.monotonic()
+
+    def _check_stamp(self, topic: str, header: Header) -> None:
+        """With use_header_stamps: a stamp must be set and never go backwards (age: at each tick)."""
+        if not self.use_header_stamps:
+            return
+        stamp = stamp_seconds(header)
+        if stamp <= 0.0:
+            raise Implausible("stamp", f"{topic} has no header stamp")
+        if stamp < self.stamps[topic]:
+            back = (self.stamps[topic] - stamp) * 1e3
+            raise Implausible("stamp", f"{topic} stamp went back by {back:.1f} ms")
+        self.stamps[topic] = stamp
 
     # control loop ---------------------------------------------------------------------------
 
-    def _on_joint_state(self, msg: JointState) -> None:
-        self.joint_state, self.joint_state_at = msg, time.monotonic()
-
-    def _on_imu(self, msg: Imu) -> None:
-        self.imu, self.imu_at = msg, time.monotonic()
-
+    @total(_safe_tick)
     def _tick(self) -> None:
         start = time.perf_counter()
         if self.last_tick_start is not None:
@@ -342,9 +557,9 @@ class PolicyNode(LifecycleNode):
         else:
             self.command_pub.publish(command_msg(self.spec.action_to_command(action)))
             self.faulted = False
-            if self.swap_asked is not None:  # the first action of a swapped-in policy
-                self.swap_ms = (time.perf_counter() - self.swap_asked) * 1e3
-                self.swap_asked = None
+            if self.swap_started is not None:  # the first action of a swapped-in policy
+                self.swap_ms = (time.perf_counter() - self.swap_started) * 1e3
+                self.swap_started = None
         self.loop.append(time.perf_counter() - start)
         self.tick_done.set()
 
@@ -352,15 +567,27 @@ class PolicyNode(LifecycleNode):
         """The policy's action for the newest input; Fault when the safe action must be sent."""
         if self.estop_latched:
             raise Fault("estop", "e-stop latched")
+        if self.estop_heartbeat > 0 and time.monotonic() - self.enabled_at > self.estop_heartbeat:
+            raise Fault("deadman", f"no ~/enable in the last {self.estop_heartbeat:g} s")
         if policy is None:
             raise Fault("no_policy", "no policy loaded (set policy_path)")
+        if self.policy_disabled:
+            raise Fault("policy_disabled", f"policy {policy.policy_id} disabled after "
+                                           f"{self.max_policy_faults} faults in a row (swap in another)")
+        for fault in self.input_faults.values():
+            raise fault
         if self.joint_state is None or self.imu is None:
             raise Fault("stale", "no JointState + Imu received yet")
         age = time.monotonic() - min(self.joint_state_at, self.imu_at)
         if age > self.max_obs_age:
             raise Fault("stale", f"newest input is {age * 1e3:.0f} ms old (max_obs_age "
                                  f"{self.max_obs_age * 1e3:.0f} ms)")
-        readings = readings_from_msgs(self.joint_state, self.imu)
+        if self.use_header_stamps:
+            stamp_age = self.get_clock().now().nanoseconds * 1e-9 - min(self.stamps.values())
+            if abs(stamp_age) > self.max_obs_age:
+                raise Fault("stamp", f"header stamps are {stamp_age * 1e3:.0f} ms "
+                                     f"{'old' if stamp_age > 0 else 'in the future'}")
+        readings = readings_from_msgs(self.joint_state, self.imu, self.orientation)
         try:
             obs = self.spec.build_observation(readings)
         except ValueError as exc:
@@ -368,13 +595,34 @@ class PolicyNode(LifecycleNode):
         # the orientation too: quaternion_to_rpy clamps a NaN pitch to a finite +-pi/2
         if not (np.all(np.isfinite(obs)) and np.all(np.isfinite(readings.orientation))):
             raise Fault("nan", "NaN or Inf in the input")
-        started = time.perf_counter()
+        outside = (obs < self.spec.obs_low) | (obs > self.spec.obs_high)
+        if outside.any():
+            k = int(np.argmax(outside))
+            raise Fault("out_of_range", f"observation {self.spec.obs_names[k]} = {obs[k]:.3g} outside "
+                                        f"[{self.spec.obs_low[k]:g}, {self.spec.obs_high[k]:g}]")
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
-            action = policy(obs)
+            action = policy(obs, strict=True)
         except Exception as exc:  # ORT errors have their own types; none may stop the loop
-            raise Fault("policy_error", f"policy {policy.policy_id} failed: {exc}") from None
+            self._policy_fault(policy)
+            kind = "policy_output" if isinstance(exc, PolicyOutputError) else "policy_error"
+            raise Fault(kind, f"policy {policy.policy_id} failed: {exc}") from None
         self.inference.append(time.perf_counter() - started)
+        # CPU time, as vetting measured it: a busy machine's preemption is not the policy's cost
+        cpu = time.thread_time() - cpu
+        if cpu > self.max_inference_fraction * self.period:  # slow on this input, unlike the vetting batch
+            self._policy_fault(policy)
+            raise Fault("policy_slow", f"policy {policy.policy_id} took {cpu * 1e3:.2f} ms of CPU (over "
+                                       f"{self.max_inference_fraction:g} of the period)")
+        self.policy_faults_in_row = 0
         return action
+
+    def _policy_fault(self, policy: OnnxPolicy) -> None:
+        self.policy_faults_in_row += 1
+        if self.policy_faults_in_row >= self.max_policy_faults and not self.policy_disabled:
+            self.policy_disabled = True
+            self.get_logger().error(f"policy {policy.policy_id} disabled after {self.policy_faults_in_row} "
+                                    f"faults in a row: safe action until another policy is swapped in")
 
     def _record(self, fault: Fault) -> None:
         """Count the fault; warn when its kind changes, else once a second (rclpy's throttled
@@ -382,7 +630,8 @@ class PolicyNode(LifecycleNode):
         self.faults[fault.kind] += 1
         now = time.monotonic()
         if fault.kind != "estop" and (fault.kind != self.warned[0] or now - self.warned[1] >= 1.0):
-            self.get_logger().warning(f"{fault}: safe action (zero torque)")  # e-stop: as it latches
+            # the e-stop warns as it latches
+            self.get_logger().warning(f"{fault.kind}: {fault}: safe action (zero torque)")
             self.warned = (fault.kind, now)
         self.last_fault = f"{fault.kind}: {fault}"
         self.faulted = True
@@ -390,66 +639,167 @@ class PolicyNode(LifecycleNode):
 
     # e-stop ---------------------------------------------------------------------------------
 
+    @total()
     def _on_estop(self, msg: Bool) -> None:
         self.estop_input = msg.data
         if msg.data and not self.estop_latched:
             self.estop_latched = True
-            self.get_logger().warning("e-stop: safe action until ~/reset_estop")
+            self.get_logger().warning("e-stop: safe action until released")
+            if self.estop_file:
+                try:
+                    Path(self.estop_file).write_text(f"latched {time.time():.3f}\n")
+                except OSError as exc:
+                    self.get_logger().error(f"e-stop not kept across restarts: {self.estop_file}: "
+                                            f"{exc.strerror}")
 
+    @total()
+    def _on_enable(self, msg: Bool) -> None:
+        self.enabled_at = time.monotonic() if msg.data else -math.inf
+
+    @total(_refuse_service)
     def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.estop_input:
-            response.success, response.message = False, "e-stop is still asserted on ~/estop"
+        if self.estop_token_sha256:
+            response.success, response.message = False, "releasing the e-stop needs the token (estop_release)"
         else:
-            self.estop_latched = False
-            response.success, response.message = True, "e-stop released"
-            self.get_logger().info(response.message)
+            response.success, response.message = self._release_estop()
         return response
+
+    def _release_estop(self) -> tuple[bool, str]:
+        if self.estop_input:
+            return False, "e-stop is still asserted on ~/estop"
+        if self.estop_file:
+            Path(self.estop_file).unlink(missing_ok=True)  # first: a failure leaves it latched
+        self.estop_latched = False
+        self.get_logger().info("e-stop released")
+        return True, "e-stop released"
 
     # hot-swap -------------------------------------------------------------------------------
 
+    @total(_refuse_parameters)
     def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Cheap checks only (parameter calls must answer at once); loading starts after the set."""
         for p in params:
-            if p.name != "policy_path" or self.setting_path or self.state == "unconfigured":
-                continue  # unconfigured: configure loads whatever is set
-            path = Path(p.value)
-            if not p.value:
-                return SetParametersResult(successful=False, reason="an empty policy_path cannot "
-                                           "replace the active policy: deactivate to stop acting")
-            if path.suffix != ".onnx":
-                return SetParametersResult(successful=False, reason=f"{path}: not an .onnx file")
-            if not path.is_file():
-                return SetParametersResult(successful=False, reason=f"policy file not found: {path}")
+            if self.setting:
+                continue
+            if p.name == "estop_release":
+                reason = self._check_release(p.value)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+            if p.name != "policy_path" or self.state == "unconfigured":
+                continue  # unconfigured: configure loads (and vets) whatever is set
+            reason = (self._check_path(p.value) if p.value else
+                      "an empty policy_path cannot replace the active policy: deactivate to stop acting")
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)  # rclpy drops the reason of a success
 
+    def _check_release(self, token) -> str:
+        """Why estop_release is refused ('' when the token releases the e-stop)."""
+        if not self.estop_token_sha256:
+            return "no estop_token_sha256 is configured: release through ~/reset_estop"
+        digest = hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) else ""
+        if not hmac.compare_digest(digest, self.estop_token_sha256):
+            return "wrong e-stop token"
+        if self.estop_input:
+            return "e-stop is still asserted on ~/estop"
+        return ""
+
+    def _check_path(self, value) -> str:
+        """Why a policy path is refused at once ('' when it may go to the loader)."""
+        if not isinstance(value, str):
+            return "policy_path must be a string"
+        path = Path(value)
+        if path.suffix != ".onnx":
+            return f"{_short(value)}: not an .onnx file"
+        try:
+            resolved = path.resolve(strict=True)
+        except FileNotFoundError:
+            return f"policy file not found: {_short(value)}"
+        except (OSError, RuntimeError) as exc:  # e.g. a name too long, a symlink loop
+            return f"policy file not usable: {_short(value)}: {getattr(exc, 'strerror', None) or exc}"
+        if not resolved.is_relative_to(self.policy_dir):
+            return f"{_short(value)} resolves outside policy_dir {self.policy_dir}"
+        if not resolved.is_file():
+            return f"{_short(value)}: not a regular file"
+        return ""
+
+    @total()
     def _apply_parameters(self, params: list[Parameter]) -> None:
+        if self.setting:
+            return
         for p in params:
-            if p.name == "policy_path" and not self.setting_path and self.state in ("inactive", "active"):
+            if p.name == "policy_path" and self.state in ("inactive", "active"):
                 self.swap_seq += 1
-                self.loader.submit(self._load, SwapRequest(self.swap_seq, p.value, time.perf_counter()))
+                self.loader.submit(self._load, SwapRequest(self.swap_seq, p.value, self.pending_sha256))
+            elif p.name == "estop_release" and p.value:
+                ok, message = self._release_estop()
+                if not ok:
+                    self.get_logger().warning(f"e-stop not released: {message}")
+                self._set_own("estop_release", "")  # the token is not kept
+
+    def _read_policy(self, path: str, sha256: str | None) -> bytes:
+        """The file's bytes, read once (the same bytes are vetted and loaded): PolicyError unless it
+        resolves under policy_dir, is a regular file of at most max_policy_bytes and matches a pin."""
+        reason = self._check_path(path)
+        if reason:
+            raise PolicyError(reason)
+        resolved = Path(path).resolve(strict=True)
+        try:  # O_NONBLOCK: a FIFO named *.onnx must not block the open
+            fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                info = os.fstat(f.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise PolicyError(f"{_short(path)}: not a regular file")
+                if info.st_size > self.max_policy_bytes:
+                    raise PolicyError(f"{_short(path)}: {info.st_size} bytes, over max_policy_bytes "
+                                      f"({self.max_policy_bytes})")
+                data = f.read(self.max_policy_bytes + 1)
+        except OSError as exc:
+            raise PolicyError(f"{_short(path)}: cannot read policy ({exc.strerror})") from None
+        if len(data) > self.max_policy_bytes:
+            raise PolicyError(f"{_short(path)}: grew over max_policy_bytes while read")
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise PolicyError(f"{_short(path)}: SHA-256 differs from the announced {sha256[:12]}...")
+        return data
+
+    def _vetted_policy(self, path: str, sha256: str | None,
+                       after_tick: bool = False) -> tuple[OnnxPolicy, float]:
+        """Read, vet in a separate process, then build from the same bytes (PolicyError); the
+        policy and the time.perf_counter() its build started."""
+        data = self._read_policy(path, sha256)
+        started = time.perf_counter()
+        verdict = self.vetter(data, _short(path))
+        self.vet_ms = (time.perf_counter() - started) * 1e3
+        if not verdict.ok:
+            raise PolicyError(verdict.reason)
+        if after_tick:  # ONNX Runtime holds the GIL through parts of the build: see _load
+            self.tick_done.clear()
+            self.tick_done.wait(timeout=2 * self.period)  # no ticks when inactive: go ahead
+        started = time.perf_counter()
+        return load_policy(path, self.spec, data), started
 
     def _load(self, request: SwapRequest) -> None:
-        """Loader thread: touches no node state; the executor thread takes the result.
+        """Loader thread: touches no node state but the swap timings; the executor thread takes the
+        result.
 
         ONNX Runtime holds the GIL through parts of a session build (about 1 ms for a droil policy,
         more under CPU contention), so the build starts just after a tick, where the period is idle.
         """
-        self.tick_done.clear()
-        self.tick_done.wait(timeout=2 * self.period)  # no ticks when inactive: go ahead
         try:
-            result = (request, load_policy(request.path, self.spec), "")
+            result = (request, *self._vetted_policy(request.path, request.sha256, after_tick=True), "")
         except Exception as exc:  # PolicyError, and anything else: the old policy must stay
-            result = (request, None, str(exc) if isinstance(exc, PolicyError)
-                      else f"{request.path}: {type(exc).__name__}: {exc}")
+            result = (request, None, None, str(exc) if isinstance(exc, PolicyError)
+                      else f"{_short(request.path)}: {type(exc).__name__}: {exc}")
         settle_heap()
         self.loaded.put(result)
         self.loaded_guard.trigger()
 
+    @total()
     def _on_loaded(self) -> None:
         """Executor thread, between ticks: swap in a loaded policy or report the rejection."""
         while True:
             try:
-                request, policy, reason = self.loaded.get_nowait()
+                request, policy, build_started, reason = self.loaded.get_nowait()
             except Empty:
                 return
             if self.state not in ("inactive", "active"):
@@ -458,7 +808,8 @@ class PolicyNode(LifecycleNode):
                 self._report_swap(request.path, False, "superseded by a newer request")
                 continue
             if policy is not None:
-                self.policy, self.policy_path, self.swap_asked = policy, request.path, request.asked
+                self.policy, self.policy_path, self.swap_started = policy, request.path, build_started
+                self.policy_faults_in_row, self.policy_disabled = 0, False
                 self.get_logger().info(f"swapped to policy {policy.policy_id} ({request.path})")
             else:
                 self.events.add("swap_rejected")
@@ -469,19 +820,35 @@ class PolicyNode(LifecycleNode):
     def _follow_active(self) -> None:
         """Make policy_path name the active policy again (after a rejection or an auto-swap)."""
         if self.get_parameter("policy_path").value != self.policy_path:
-            self.setting_path = True
-            try:
-                self.set_parameters([Parameter("policy_path", Parameter.Type.STRING, self.policy_path)])
-            finally:
-                self.setting_path = False
+            self._set_own("policy_path", self.policy_path)
 
+    def _set_own(self, name: str, value: str) -> None:
+        self.setting = True
+        try:
+            self.set_parameters([Parameter(name, Parameter.Type.STRING, value)])
+        finally:
+            self.setting = False
+
+    @total()
     def _on_policy_update(self, msg: String) -> None:
         """Auto-swap: the same path as a parameter set (a re-export to the same path reloads)."""
-        if not self.get_parameter("auto_swap").value or self.state not in ("inactive", "active"):
+        if not self.auto_swap or self.state not in ("inactive", "active"):
             return
-        result = self.set_parameters([Parameter("policy_path", Parameter.Type.STRING, msg.data)])[0]
+        try:
+            path, sha256 = parse_announcement(msg.data)
+        except ValueError as exc:
+            self._report_swap(_short(msg.data), False, f"malformed announcement: {exc}")
+            return
+        if sha256 is None and self.require_sha256:
+            self._report_swap(_short(path), False, "announcement without sha256 (require_sha256)")
+            return
+        self.pending_sha256 = sha256
+        try:
+            result = self.set_parameters([Parameter("policy_path", Parameter.Type.STRING, path)])[0]
+        finally:
+            self.pending_sha256 = None
         if not result.successful:
-            self._report_swap(msg.data, False, result.reason)
+            self._report_swap(_short(path), False, result.reason)
 
     def _report_swap(self, path: str, ok: bool, reason: str) -> None:
         self.last_swap = f"{'ok' if ok else 'rejected'}: {path}" + (f" ({reason})" if reason else "")
@@ -493,6 +860,7 @@ class PolicyNode(LifecycleNode):
 
     # diagnostics ----------------------------------------------------------------------------
 
+    @total()
     def _publish_diagnostics(self) -> None:
         level, message = self._health()
         inference, loop = _percentiles_us(self.inference), _percentiles_us(self.loop)
@@ -502,11 +870,12 @@ class PolicyNode(LifecycleNode):
             "policy_path": self.policy_path, "ticks": self.ticks, "overruns": self.overruns,
             **{f"faults_{kind}": n for kind, n in self.faults.items()},
             "last_fault": self.last_fault, "estop_latched": self.estop_latched,
+            "policy_disabled": self.policy_disabled,
             "inference_p50_us": inference[0], "inference_p99_us": inference[1],
             "loop_p50_us": loop[0], "loop_p99_us": loop[1],
             "jitter_p50_us": jitter[0], "jitter_p99_us": jitter[1],
             "period_max_ms": f"{max(self.periods) * 1e3:.2f}" if self.periods else "n/a",
-            "last_swap": self.last_swap, "swap_ms": f"{self.swap_ms:.1f}",
+            "last_swap": self.last_swap, "swap_ms": f"{self.swap_ms:.1f}", "vet_ms": f"{self.vet_ms:.0f}",
         }
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: control loop",
                                   message=message, hardware_id=self.spec.id,
@@ -517,12 +886,14 @@ class PolicyNode(LifecycleNode):
         self.periods, self.inference, self.loop = [], [], []
 
     def _health(self) -> tuple[bytes, str]:
+        if "callback_error" in self.events:
+            return DiagnosticStatus.ERROR, self.last_fault
         if self.state != "active":
             if self.configure_error:
                 return DiagnosticStatus.ERROR, f"configure failed: {self.configure_error}"
             return DiagnosticStatus.OK, f"{self.state}: not commanding"
         if self.estop_latched:
-            return DiagnosticStatus.ERROR, "e-stop latched: safe action until ~/reset_estop"
+            return DiagnosticStatus.ERROR, "e-stop latched: safe action until released"
         if self.faulted:
             return DiagnosticStatus.ERROR, f"safe action: {self.last_fault}"
         if self.events:

@@ -1,6 +1,6 @@
 """Trainer node: learns a policy from a dataset or a bag in a worker thread, publishes progress,
-exports ONNX and announces the new file on ``/droil/policy_updates`` (a policy node with
-``auto_swap`` then hot-swaps to it).
+exports ONNX and announces the new file on ``/droil/policy_updates`` as JSON ``{"path", "sha256"}``
+(a policy node with ``auto_swap`` then hot-swaps to it, and only to a file with that hash).
 
 ``~/train`` (std_srvs/Trigger) starts a run with the current parameters and answers at once; a
 second request while one runs is refused. Progress goes to ``~/progress`` (std_msgs/String,
@@ -10,6 +10,7 @@ with the reason (a bad dataset is reported, the node keeps running).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import threading
@@ -82,6 +83,7 @@ class TrainerNode(Node):
                 params["algo"], dataset, out, robot=self.spec, steps=params["steps"] or None,
                 n_seeds=params["seeds"], preset=params["preset"], progress=False,
                 callback=lambda row: self._publish({"state": "training", **row}))
+            digest = hashlib.sha256(result.policies[0].read_bytes()).hexdigest()  # pins what is announced
         except (DroilError, OSError, ValueError) as exc:
             self.get_logger().error(f"training failed: {exc}")
             self._publish({"state": "failed", "reason": str(exc)})
@@ -89,7 +91,7 @@ class TrainerNode(Node):
         paths = [str(p) for p in result.policies]
         self._publish({"state": "done", "policies": paths, "steps": result.steps,
                        "seconds": round(result.seconds, 2), **result.final})
-        self.updates_pub.publish(String(data=paths[0]))
+        self.updates_pub.publish(String(data=json.dumps({"path": paths[0], "sha256": digest})))
         self.get_logger().info(f"exported {', '.join(paths)}; announced {paths[0]}")
 
 

@@ -18,6 +18,10 @@ class PolicyError(DroilError):
     """A policy file is missing, corrupt, not a droil policy, or made for another robot."""
 
 
+class PolicyOutputError(PolicyError):
+    """The policy answered NaN or Inf: a broken policy, which a node must count as a fault."""
+
+
 def _decode(value: str):
     """Inverse of the exporter's encoding: JSON where it parses, the plain string otherwise."""
     try:
@@ -42,15 +46,13 @@ def _session_options() -> ort.SessionOptions:
 class OnnxPolicy:
     """A droil ONNX policy: raw observation in, clipped finite action (robot units) out."""
 
-    def __init__(self, path: str | os.PathLike, robot: RobotSpec | None = None):
+    def __init__(self, path: str | os.PathLike, robot: RobotSpec | None = None, data: bytes | None = None):
+        """``data``: the file's bytes, already read (and vetted) by the caller; ``path`` then only
+        names the policy, so what runs is what was checked even if the file changes meanwhile."""
         self._path = Path(path)
         self._robot = robot
-        if not self._path.is_file():
-            raise PolicyError(f"policy file not found: {self._path}")
-        try:
-            data = self._path.read_bytes()
-        except OSError as exc:
-            raise PolicyError(f"{self._path}: cannot read policy ({exc.strerror})") from None
+        if data is None:
+            data = self._read()
         self._policy_id = f"{self._path.stem}-{hashlib.sha256(data).hexdigest()[:8]}"
         try:
             self._session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
@@ -80,6 +82,14 @@ class OnnxPolicy:
         if robot is not None:
             self.validate_against(robot)
 
+    def _read(self) -> bytes:
+        try:
+            if not self._path.is_file():
+                raise PolicyError(f"policy file not found: {self._path}")
+            return self._path.read_bytes()
+        except OSError as exc:
+            raise PolicyError(f"{self._path}: cannot read policy ({exc.strerror})") from None
+
     def _check_graph(self) -> None:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -107,8 +117,20 @@ class OnnxPolicy:
             raise PolicyError(f"{self._path}: policy was trained for a different version of robot spec "
                               f"'{robot.id}' (hash {self._robot_hash}, expected {robot.hash})")
 
-    def __call__(self, obs) -> np.ndarray:
-        """Action(s) for obs of shape (obs_dim,) or (B, obs_dim): float64, within limits, never NaN."""
+    def __call__(self, obs, strict: bool = False) -> np.ndarray:
+        """Action(s) for obs of shape (obs_dim,) or (B, obs_dim): float64, within limits, never NaN.
+        A NaN or Inf output becomes 0, or with ``strict`` raises PolicyOutputError."""
+        action = self.raw(obs)
+        finite = np.isfinite(action)
+        if not finite.all():
+            if strict:
+                raise PolicyOutputError(f"{self._path}: policy output is NaN or Inf")
+            action[~finite] = 0.0  # the safe action, as RobotSpec.clip_action
+        np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)  # faster than np.clip
+        return action[0] if np.ndim(obs) == 1 else action
+
+    def raw(self, obs) -> np.ndarray:
+        """The model's output as it is (float64, shape (B, act_dim)): no clipping, NaN kept."""
         x = np.asarray(obs, dtype=np.float32)
         single = x.ndim == 1
         if x.ndim not in (1, 2) or x.shape[-1] != len(self._obs_names):
@@ -116,11 +138,7 @@ class OnnxPolicy:
                               f"({self.obs_dim},) or (batch, {self.obs_dim})")
         if single:
             x = x.reshape(1, -1)
-        action = self._session.run(self._outputs, {self._input: np.ascontiguousarray(x)})[0]
-        action = action.astype(np.float64)
-        action[~np.isfinite(action)] = 0.0  # the safe action, as RobotSpec.clip_action
-        np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)  # faster than np.clip
-        return action[0] if single else action
+        return self._session.run(self._outputs, {self._input: np.ascontiguousarray(x)})[0].astype(np.float64)
 
     def __reduce__(self):
         """Pickle by path (an ORT session cannot be pickled): evaluation workers reload it."""

@@ -36,6 +36,9 @@ ROBOT_PATH_ENV = "DROIL_ROBOT_PATH"
 COMMAND_TYPES = ("std_msgs/msg/Float64MultiArray",)
 COMMAND_KINDS = ("effort", "velocity", "position")
 JOINT_ORDERS = ("by_name", "by_index")
+# An observation element beyond +-this (in its own SI unit) is a broken sensor, not a state: the
+# default of an element's optional ``low``/``high`` (a policy never saw such values in training).
+OBS_BOUND = 1e6
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class ObsElement:
     name: str
     unit: str
     terms: tuple[ObsTerm, ...]
+    low: float = -OBS_BOUND  # plausible range: a policy node refuses values outside it
+    high: float = OBS_BOUND
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,20 @@ class RobotSpec:
     @cached_property
     def action_names(self) -> list[str]:
         return [a.name for a in self.action]
+
+    @cached_property
+    def obs_low(self) -> np.ndarray:
+        """Plausible range of each observation element (Gymnasium robots: +-OBS_BOUND)."""
+        return np.array([e.low for e in self.observation] or [-OBS_BOUND] * self.obs_dim)
+
+    @cached_property
+    def obs_high(self) -> np.ndarray:
+        return np.array([e.high for e in self.observation] or [OBS_BOUND] * self.obs_dim)
+
+    @cached_property
+    def uses_orientation(self) -> bool:
+        """The observation reads the IMU's orientation (roll, pitch or yaw)."""
+        return any(t.source in IMU_SOURCES[:3] for e in self.observation for t in e.terms)
 
     @cached_property
     def action_low(self) -> np.ndarray:
@@ -290,7 +309,10 @@ def _parse_observation(raw, joints: tuple[str, ...], where: str):
             if reduce not in REDUCERS:
                 raise SpecError(f"{where}: observation '{name}': unknown reduce '{reduce}'")
             terms.append(ObsTerm(source, term_joints, reduce, float(t.get("scale", 1.0))))
-        elements.append(ObsElement(name, str(item.get("unit", "")), tuple(terms)))
+        low, high = float(item.get("low", -OBS_BOUND)), float(item.get("high", OBS_BOUND))
+        if not low < high:
+            raise SpecError(f"{where}: observation '{name}': low must be below high")
+        elements.append(ObsElement(name, str(item.get("unit", "")), tuple(terms), low, high))
     return tuple(elements), 0
 
 
