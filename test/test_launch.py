@@ -71,6 +71,13 @@ class Probe(ProbeNode):
 
 
 @pytest.fixture
+def probe():
+    probe = Probe(DOMAIN)
+    yield probe
+    probe.close()
+
+
+@pytest.fixture
 def exits() -> list[tuple[str, int]]:
     """(process, exit code) of every process of the launch, filled in as they exit."""
     return []
@@ -118,30 +125,22 @@ def every_node_exited_0(exits: list, nodes: int) -> None:
 
 
 @pytest.mark.launch(fixture=sim_lqr)
-def test_sim_launch_balances_with_the_lqr(exits):
-    probe = Probe(DOMAIN)
-    try:
-        assert probe.wait_for(probe.balances, 60.0), probe.tilts()[-5:]
-    finally:
-        probe.close()
+def test_sim_launch_balances_with_the_lqr(exits, probe):
+    assert probe.wait_for(probe.balances, 60.0), probe.tilts()[-5:]
     yield
     every_node_exited_0(exits, 2)
 
 
 @pytest.mark.launch(fixture=sim_policy)
-def test_the_policy_variant_balances_and_accepts_a_hot_swap(exits, policies):
-    probe = Probe(DOMAIN)
-    try:
-        assert probe.wait_for(probe.balances, 60.0), probe.tilts()[-5:]
-        assert probe.set_parameter("policy", "policy_path", str(policies[1])) == (True, "")
-        assert probe.wait_for(lambda: any(json.loads(m.data)["path"] == str(policies[1])
-                                          and json.loads(m.data)["ok"]
-                                          for m in probe.received("/policy/swap_status")), 30.0), (
-            [m.data for m in probe.received("/policy/swap_status")])
-        seen = len(probe.tilts())
-        assert probe.wait_for(lambda: len(probe.tilts()) > seen + 400 and probe.balances(), 30.0)
-    finally:
-        probe.close()
+def test_the_policy_variant_balances_and_accepts_a_hot_swap(exits, policies, probe):
+    assert probe.wait_for(probe.balances, 60.0), probe.tilts()[-5:]
+    assert probe.set_parameter("policy", "policy_path", str(policies[1])) == (True, "")
+    assert probe.wait_for(lambda: any(json.loads(m.data)["path"] == str(policies[1])
+                                      and json.loads(m.data)["ok"]
+                                      for m in probe.received("/policy/swap_status")), 30.0), (
+        [m.data for m in probe.received("/policy/swap_status")])
+    seen = len(probe.tilts())
+    assert probe.wait_for(lambda: len(probe.tilts()) > seen + 400 and probe.balances(), 30.0)
     yield
     every_node_exited_0(exits, 2)
 
