@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -33,9 +34,12 @@ REWARD_TERMS = ("alive", "theta", "x", "x_dot_error", "action")
 SPEC_KEYS = ("id", "description", "model", "gymnasium_id", "control_rate_hz", "geometry", "joints",
              "imu", "actuators", "observation", "action", "perturbation_targets", "tasks", "ros")
 ROBOT_PATH_ENV = "DROIL_ROBOT_PATH"
-COMMAND_TYPES = ("std_msgs/msg/Float64MultiArray",)
+COMMAND_TYPE = re.compile(r"[A-Za-z]\w*/msg/[A-Za-z]\w*")
+FIELD_PATH = re.compile(r"[A-Za-z]\w*(\[\d+\])*(\.[A-Za-z]\w*(\[\d+\])*)*")
 COMMAND_KINDS = ("effort", "velocity", "position")
 JOINT_ORDERS = ("by_name", "by_index")
+PAIRINGS = ("answer", "hold")
+IMU_SYNCS = ("nearest", "interpolate")
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,16 @@ def quaternion_to_rpy(q_xyzw: np.ndarray) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class ObsTerm:
+    """``scale * (reduce(values) + offset)``; ``unwrap``: an angle that wraps at +-pi is followed
+    across the wrap (each joint's value before the reduction), which needs the previous message:
+    see ``ObservationBuilder``."""
+
     source: str
     joints: tuple[str, ...] = ()
     reduce: str = "mean"
     scale: float = 1.0
+    offset: float = 0.0
+    unwrap: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,14 +108,22 @@ class Task:
 class RosInterface:
     """The robot's ROS interface (spec section ``ros``; defaults: what sim_bridge speaks). The bag
     converter reads it; the nodes still use the defaults. ``joints: by_index`` reads JointStates
-    without names, their values in the order of the spec's ``joints``."""
+    without names, their values in the order of the spec's ``joints``. ``command_type`` is any
+    ``pkg/msg/Type`` (a bag carries the definitions of its types); ``command_field`` is the field
+    path, or one path per actuator, holding the actuators' values (``data``, ``velocity``,
+    ``points[0].velocities``). ``pairing``: ``answer`` (the command computed from a state) or
+    ``hold`` (the setpoint in force at a state); ``imu_sync``: the ``nearest`` Imu or one
+    ``interpolate``d to the JointState's stamp."""
 
     state_topic: str = "/joint_states"
     imu_topic: str = "/imu/data"
     command_topic: str = "/effort_controller/commands"
     command_type: str = "std_msgs/msg/Float64MultiArray"
+    command_field: tuple[str, ...] = ("data",)
     command_kind: str = "effort"
     joints: str = "by_name"
+    pairing: str = "answer"
+    imu_sync: str = "nearest"
 
 
 @dataclass(frozen=True)
@@ -208,7 +226,16 @@ class RobotSpec:
         return self._command_inverse @ np.asarray(effort, dtype=np.float64)
 
     def build_observation(self, readings: SensorReadings) -> np.ndarray:
-        """Observation vector from sensor readings, joints looked up by name."""
+        """Observation vector from one message's sensor readings, joints looked up by name. Terms
+        with ``unwrap`` take the angle as read (within +-pi): following it across the wrap needs
+        the messages before, which ``observation_builder()`` keeps."""
+        return self._observe(readings, None)
+
+    def observation_builder(self) -> ObservationBuilder:
+        """A builder that unwraps ``unwrap`` terms along a stream of readings (one per stream)."""
+        return ObservationBuilder(self)
+
+    def _observe(self, readings: SensorReadings, history: dict | None) -> np.ndarray:
         if not self.observation:
             raise SpecError(f"robot '{self.id}' observes through Gymnasium, not JointState/Imu")
         index = {name: i for i, name in enumerate(readings.joint_names)}
@@ -226,20 +253,46 @@ class RobotSpec:
         }
         obs = np.zeros(len(self.observation))
         for k, element in enumerate(self.observation):
-            for term in element.terms:
+            for n, term in enumerate(element.terms):
                 if term.source in imu_values:
-                    value = imu_values[term.source]
+                    values = np.array([imu_values[term.source]])
                 else:
-                    values = fields[term.source]
                     missing = [j for j in term.joints if j not in index]
                     if missing:
                         raise ValueError(f"joint state lacks joints {missing} needed for '{element.name}'")
                     picked = [index[j] for j in term.joints]
-                    if max(picked) >= len(values):
+                    if max(picked) >= len(fields[term.source]):
                         raise ValueError(f"joint state has no {term.source} for '{element.name}'")
-                    value = REDUCERS[term.reduce](np.asarray(values)[picked])
-                obs[k] += term.scale * value
+                    values = np.asarray(fields[term.source], np.float64)[picked]
+                if term.unwrap and history is not None:
+                    values = _unwrap(history, (k, n), values)
+                obs[k] += term.scale * (REDUCERS[term.reduce](values) + term.offset)
         return obs
+
+
+def _unwrap(history: dict, key, values: np.ndarray) -> np.ndarray:
+    """Follow angles across +-pi: each step is the wrapped difference to the previous reading."""
+    out = values
+    if key in history:
+        raw, unwrapped = history[key]
+        step = np.mod(values - raw + math.pi, 2 * math.pi) - math.pi
+        out = np.where(np.isfinite(step), unwrapped + step, values)  # after a NaN: starts over
+    history[key] = (values, out)
+    return out
+
+
+class ObservationBuilder:
+    """``RobotSpec.build_observation`` for a stream of readings, ``unwrap`` terms followed across
+    the wrap from the first reading on. The bag converter uses one per recording; a node serving
+    a spec with ``unwrap`` terms needs one per sensor stream (restarted on a reset), so that the
+    policy sees what the dataset holds."""
+
+    def __init__(self, robot: RobotSpec):
+        self.robot = robot
+        self.history: dict = {}
+
+    def __call__(self, readings: SensorReadings) -> np.ndarray:
+        return self.robot._observe(readings, self.history)
 
 
 def task_rewards(robot: RobotSpec, task: Task, next_obs: np.ndarray, actions: np.ndarray,
@@ -289,7 +342,9 @@ def _parse_observation(raw, joints: tuple[str, ...], where: str):
             reduce = t.get("reduce", "mean")
             if reduce not in REDUCERS:
                 raise SpecError(f"{where}: observation '{name}': unknown reduce '{reduce}'")
-            terms.append(ObsTerm(source, term_joints, reduce, float(t.get("scale", 1.0))))
+            _refuse_unknown(t, [f.name for f in fields(ObsTerm)], f"{where}: observation '{name}' term")
+            terms.append(ObsTerm(source, term_joints, reduce, float(t.get("scale", 1.0)),
+                                 float(t.get("offset", 0.0)), bool(t.get("unwrap", False))))
         elements.append(ObsElement(name, str(item.get("unit", "")), tuple(terms)))
     return tuple(elements), 0
 
@@ -403,7 +458,15 @@ def _parse_ros(raw, where: str) -> RosInterface:
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: 'ros' must be a mapping")
     _refuse_unknown(raw, [f.name for f in fields(RosInterface)], f"{where}: ros")
-    values = {k: str(v).strip() for k, v in raw.items()}
+    values = {k: str(v).strip() for k, v in raw.items() if k != "command_field"}
+    if "command_field" in raw:
+        paths = raw["command_field"]
+        paths = tuple(str(p).strip() for p in (paths if isinstance(paths, list) else [paths]))
+        bad = [p for p in paths if not FIELD_PATH.fullmatch(p)]
+        if bad or not paths:
+            raise SpecError(f"{where}: ros.command_field {bad[0] if bad else '[]'!r} is not a field "
+                            f"path (e.g. data, velocity, points[0].velocities)")
+        values["command_field"] = paths
     for key in ("state_topic", "imu_topic", "command_topic"):
         if key in values:
             if not values[key].strip("/"):
@@ -414,8 +477,11 @@ def _parse_ros(raw, where: str) -> RosInterface:
         if not package.endswith("/msg"):  # ROS 1 style std_msgs/Float64MultiArray
             values["command_type"] = f"{package}/msg/{name}"
     ros = RosInterface(**values)
-    for key, choices in (("command_type", COMMAND_TYPES), ("command_kind", COMMAND_KINDS),
-                         ("joints", JOINT_ORDERS)):
+    if not COMMAND_TYPE.fullmatch(ros.command_type):
+        raise SpecError(f"{where}: ros.command_type '{raw['command_type']}' is not a message type "
+                        f"(pkg/msg/Type)")
+    for key, choices in (("command_kind", COMMAND_KINDS), ("joints", JOINT_ORDERS),
+                         ("pairing", PAIRINGS), ("imu_sync", IMU_SYNCS)):
         if getattr(ros, key) not in choices:
             raise SpecError(f"{where}: ros.{key} '{raw[key]}' is not supported (one of: "
                             f"{', '.join(choices)})")
