@@ -160,6 +160,13 @@ def test_unknown_command_type_is_one_line(rover, tmp_path):
     typo = load_spec(rover_spec(tmp_path / "typo", command_field="velocty"))
     with pytest.raises(BagError, match="no usable messages on /rover/wheel_cmd .*without velocty"):
         read_bag_transitions(bags, typo)
+    broken = tmp_path / "broken"
+    with Writer(broken, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection("/rover/wheel_cmd", WHEEL_COMMAND, msgdef="float64[ velocity",
+                              rihs01="RIHS01_" + "0" * 64)
+    with pytest.raises(BagError, match="the bag's definition of rover_msgs/msg/WheelCommand is "
+                                       "not usable"):
+        read_bag_transitions([broken, *bags], robot)
 
 
 def test_a_field_path_into_a_standard_message(tmp_path):

@@ -1,23 +1,35 @@
 """rosbag2 bags <-> transition datasets (ROS-free: rosbags, numpy, yaml).
 
 Reading: ``dataset_from_bag`` turns a bag recorded by ``demo_recorder`` or by ``ros2 bag record``
-on a robot (MCAP or sqlite3; a bag directory, or a bare ``.mcap``/``.db3`` file) into a
-``TransitionDataset`` through the robot spec. The rules:
+on a robot (MCAP or sqlite3; a bag directory, or a bare ``.mcap``/``.db3`` file), or the bags of
+one session (joints and IMU recorded apart: their messages side by side on the shared clock),
+into a ``TransitionDataset`` through the robot spec. The rules:
 
-- **Topics.** The spec's ``ros`` section names the JointState, Imu and command topics (defaults
-  ``/joint_states``, ``/imu/data``, ``/effort_controller/commands``); with ``joints: by_index`` a
-  JointState's values are read in the order of the spec's ``joints`` and its names are ignored.
+- **Topics and types.** The spec's ``ros`` section names the JointState, Imu and command topics
+  (defaults ``/joint_states``, ``/imu/data``, ``/effort_controller/commands``), the command's
+  type (default ``std_msgs/msg/Float64MultiArray``) and the field path(s) holding one value per
+  actuator (default ``data``). A type rosbags' Kilted store lacks (the robot's own message) is
+  decoded from the definition the bag embeds (MCAP ``ros2msg`` schemas, rosbag2 metadata), as
+  ``ros2 bag record`` writes it. With ``joints: by_index`` a JointState's values are read in the
+  order of the spec's ``joints`` and its names are ignored. A spec whose observation uses no Imu
+  source needs no Imu topic.
 - **Time.** Messages are ordered by their publish time where the bag has one (MCAP
   ``publish_time``: the DDS send time that ``demo_recorder`` and rosbag2 record; on one host it
   follows cause and effect exactly), else by their log time. A state's own time is its header
   stamp, or its order time in bags whose JointStates or Imus are all unstamped (zero).
-- **State.** A JointState with the Imu closest in time, at most half a control period away
-  (ties: the closest in order). One JointState per control period is assumed, as sim_bridge and
-  a ros2_control broadcaster at the controller rate publish.
-- **Action.** The action of state k is the first command published after state k (after both of
-  its messages) and before state k+1: the command computed from that state, as lockstep and the
-  LQR node do. Efforts (one per actuator, ``spec.actuators`` order) become the action through
-  the least-squares inverse of ``spec.action_gains``, as in sim_bridge. s' is state k+1.
+- **State.** A JointState and the Imu at its time: ``imu_sync: nearest`` takes the closest Imu at
+  most half a control period away (ties: the closest in order); ``interpolate`` blends the Imus
+  just before and after its stamp (both within a control period; an Imu at another rate than the
+  joints). The JointStates define the states: one per control period is assumed, as sim_bridge
+  and a ros2_control broadcaster at the controller rate publish. Observation terms with
+  ``unwrap`` are followed across +-pi along the recording (one ``ObservationBuilder``).
+- **Action.** ``pairing: answer`` (default): the action of state k is the first command
+  published after state k (after both of its messages) and before state k+1: the command
+  computed from that state, as lockstep and the LQR node do. ``pairing: hold``: the last command
+  published before state k's JointState, the setpoint in force (zero-order hold, as a robot
+  holding a teleop's few setpoints a second; no age limit). Commands (one per actuator,
+  ``spec.actuators`` order) become the action through the least-squares inverse of
+  ``spec.action_gains``, as in sim_bridge. s' is state k+1.
 - **Dropped.** A state without such a command, or more than 1.5 control periods before the next
   state (a state was lost in between), gives no transition; the episode goes on after the hole
   (the run before it ends with ``timeouts``; the run after it has no ``episode_starts``).
@@ -26,10 +38,14 @@ on a robot (MCAP or sqlite3; a bag directory, or a bare ``.mcap``/``.db3`` file)
   (default 5 control periods), and after a ``False`` on ``marker_topic`` (sim_bridge publishes
   it on ``~/fallen`` at every episode start). Wheel odometry or tilt jumps are not used.
 - **Falls.** A transition whose s' has ``|theta| > task.fall_tilt`` is terminal and ends its
-  episode: the states after it (the robot lying until a reset) are dropped. An episode's last
-  transition that is not terminal is a timeout; the first is an episode start.
+  episode: the states after it (the robot lying) are dropped until a new episode starts, or
+  until ``|theta|`` has stayed below ``task.init_tilt`` for ``resume_after`` seconds (default 1;
+  a continuous recording where someone picked the robot up): a new episode starts there. An
+  episode's last transition that is not terminal is a timeout; the first is an episode start.
 - **Rewards.** ``robots.spec.task_rewards`` (what the simulator uses) on s' and the action,
   with the time since the episode's first state (NaN for tasks without reward weights).
+- **Report.** Kept transitions, drops by rule and skipped messages by reason: one line in the
+  dataset's ``meta['source']``, and ``BagTransitions.details`` (``from-bag --report``).
 - **Damage.** Messages that cannot be decoded or used are skipped and counted; the conversion
   fails (one line) only when nothing usable remains. An MCAP file cut short (a recorder killed
   while writing) is read up to its last complete record; when a topic then has nothing usable,
@@ -105,21 +121,21 @@ def typestore():
 
 
 def bag_typestore(definitions: dict[str, str]):
-    """The Kilted typestore plus the types a bag defines (``msgtype -> .msg text`` with its
-    dependencies, as rosbag2 embeds them): a robot's own messages decode from the bag alone. A
-    type the store knows keeps the store's definition."""
+    """The Kilted typestore plus the types defined in ``definitions`` (``msgtype -> .msg text``
+    with its dependencies, as rosbag2 embeds them in a bag): a robot's own messages decode from
+    the bag alone. A type the store knows keeps the store's definition."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     ts = get_typestore(Stores.ROS2_KILTED)
-    found: dict = {}
     for msgtype, text in definitions.items():
         if msgtype in ts.types:
             continue
         try:
-            found.update(get_types_from_msg(text, msgtype))
+            found = get_types_from_msg(text, msgtype)
+            ts.register({k: v for k, v in found.items() if k not in ts.fielddefs})
         except Exception as exc:  # untrusted text: rosbags raises several kinds
-            raise BagError(f"the bag's definition of {msgtype} does not parse ({exc})") from None
-    ts.register({k: v for k, v in found.items() if k not in ts.fielddefs})
+            raise BagError(f"the bag's definition of {msgtype} is not usable "
+                           f"({exc.__class__.__name__}: {exc})") from None
     return ts
 
 
@@ -466,7 +482,8 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
             raise bag.missing(f"no {topic} (topics: {', '.join(sorted(bag.topics)) or 'none'})")
         if bag.topics[topic].msgtype != msgtype:
             raise BagError(f"{topic} has type {bag.topics[topic].msgtype}, expected {msgtype}")
-    ts = bag_typestore(bag.definitions)
+    ts = bag_typestore({msgtype: bag.definitions[msgtype] for _, msgtype in required
+                        if msgtype in bag.definitions})
     if robot.ros.command_type not in ts.types:
         raise BagError(f"{command_topic} has type {robot.ros.command_type}, which the bag does not "
                        f"define (no message definition in its storage file or metadata)")
@@ -514,14 +531,12 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
         commands.append((order, robot.command_to_action(values)))
     markers = sorted(order for order, m in decoded(marker_topic, MARKER) if not m.data) \
         if marker_topic else []
-    for topic, items in ((joint_topic, joints), (imu_topic, imus if uses_imu else [None]),
-                         (command_topic, [c for c in commands if c[1] is not None])):
-        if not items:
+    for topic, usable in ((joint_topic, joints), (imu_topic, imus or not uses_imu),
+                          (command_topic, any(c[1] is not None for c in commands))):
+        if not usable:
             raise bag.missing(f"no usable messages on {topic}" + _reasons(skipped))
 
-    if not uses_imu:
-        imus = None
-    states = _pair_states(joints, imus, dt_ns, robot, skipped)
+    states = _pair_states(joints, imus if uses_imu else None, dt_ns, robot, skipped)
     if not states:
         raise BagError(f"bag has no JointState with an Imu {_SYNC_RULE[robot.ros.imu_sync]}"
                        + _reasons(skipped))
