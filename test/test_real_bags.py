@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-from conftest import run_droil
+from conftest import REPO, run_droil
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from test_bag import SPEC, check_scenario, scenario, write_rosbags
@@ -295,6 +295,10 @@ def test_worked_example_from_bags_to_onnx(rover, tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     meta = {p.key: p.value for p in onnx.load(str(policy)).metadata_props}
     assert (meta["robot_id"], meta["robot_hash"]) == ("rover", robot.hash)
+    readme = (REPO / "README.md").read_text().split("### Real bags: the worked example")[1]
+    shown = yaml.safe_load(readme.split("```yaml\n")[1].split("```")[0])
+    assert shown == {k: v for k, v in ROVER.items() if k != "description"}  # the spec tested here
+    assert f"rover.npz: {len(load_dataset(data))} transitions" in readme
 
 
 def test_a_cut_short_bag_with_a_custom_type_is_salvaged(tmp_path):
