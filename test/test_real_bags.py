@@ -54,7 +54,7 @@ ROVER = {
     "ros": {"state_topic": "/rover/joint_states", "imu_topic": "/rover/imu",
             "command_topic": "/rover/wheel_cmd", "command_type": WHEEL_COMMAND,
             "command_field": "velocity", "command_kind": "velocity", "joints": "by_index",
-            "pairing": "hold", "imu_sync": "interpolate"},
+            "pairing": "hold", "sync": "interpolate_imu"},
 }
 
 
@@ -218,7 +218,7 @@ def test_report_says_what_was_kept_and_dropped(rover, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for line in ("  /rover/wheel_cmd: 40 messages (rover_msgs/msg/WheelCommand)",
                  "  /rover/imu: 800 messages (sensor_msgs/msg/Imu)",
-                 "states: 400 (JointState + Imu, interpolate)", "pairing: hold",
+                 "states: 400 (JointState + Imu, interpolate_imu)", "pairing: hold",
                  "kept: ", "  episode 0: 0.020-", "ends in a fall", "ends in a time-out",
                  "  1 states before the first command", "  100 states after a fall"):
         assert line in proc.stdout, (line, proc.stdout)
@@ -263,6 +263,18 @@ def test_offset_and_unwrapped_wheel_angle(rover):
         [0.3, round(0.1 * (2 * math.pi - 3.0), 6), round(0.1 * (2 * math.pi - 0.5), 6)]
     assert robot.build_observation(readings(-3.0))[1] == pytest.approx(-0.3)
     assert robot.build_observation(readings(0.0))[0] == pytest.approx(-MOUNT)
+
+
+def test_states_at_the_imu_stamps_with_joints_interpolated(tmp_path):
+    """``sync: interpolate_joints``: a state at each Imu (100 Hz), the JointStates around it
+    blended; wheel angles the short way round across the wrap, so odometry stays exact."""
+    robot = load_spec(rover_spec(tmp_path / "robots", sync="interpolate_joints"))
+    t = read_bag_transitions(write_session(tmp_path, session()), robot)
+    assert "from 798 states" in t.report
+    times = state_time(t.observations)
+    np.testing.assert_allclose((times + 0.005) * 100, np.rint((times + 0.005) * 100), atol=1e-6)
+    np.testing.assert_allclose(t.observations[:, 1], 0.1 * OMEGA * times, atol=1e-9)
+    assert "skipped 2 Imus without JointStates on both sides" in t.report
 
 
 def test_a_robot_without_imu_terms_needs_no_imu_topic(tmp_path):

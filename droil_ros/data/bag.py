@@ -17,12 +17,14 @@ into a ``TransitionDataset`` through the robot spec. The rules:
   ``publish_time``: the DDS send time that ``demo_recorder`` and rosbag2 record; on one host it
   follows cause and effect exactly), else by their log time. A state's own time is its header
   stamp, or its order time in bags whose JointStates or Imus are all unstamped (zero).
-- **State.** A JointState and the Imu at its time: ``imu_sync: nearest`` takes the closest Imu at
-  most half a control period away (ties: the closest in order); ``interpolate`` blends the Imus
-  just before and after its stamp (both within a control period; an Imu at another rate than the
-  joints). The JointStates define the states: one per control period is assumed, as sim_bridge
-  and a ros2_control broadcaster at the controller rate publish. Observation terms with
-  ``unwrap`` are followed across +-pi along the recording (one ``ObservationBuilder``).
+- **State.** A JointState and the Imu at its time, as ``sync`` says: ``nearest`` (default) the
+  closest Imu at most half a control period away (ties: the closest in order);
+  ``interpolate_imu`` the Imus just before and after the JointState's stamp blended (both
+  within a control period: an IMU at another rate than the joints); ``interpolate_joints`` the
+  other way, a state at each Imu's stamp with the JointStates around it blended (the positions
+  of ``unwrap`` joints the short way round). One state per control period is assumed, as
+  sim_bridge and a ros2_control broadcaster at the controller rate publish. Observation terms
+  with ``unwrap`` are followed across +-pi along the recording (one ``ObservationBuilder``).
 - **Action.** ``pairing: answer`` (default): the action of state k is the first command
   published after state k (after both of its messages) and before state k+1: the command
   computed from that state, as lockstep and the LQR node do. ``pairing: hold``: the last command
@@ -64,6 +66,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import math
 import os
 import re
 import struct
@@ -538,7 +541,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
 
     states = _pair_states(joints, imus if uses_imu else None, dt_ns, robot, skipped)
     if not states:
-        raise BagError(f"bag has no JointState with an Imu {_SYNC_RULE[robot.ros.imu_sync]}"
+        raise BagError(f"bag has no state: {_SYNC_RULE[robot.ros.sync]}"
                        + _reasons(skipped))
     counts: Counter[str] = Counter()
     episodes: list[list] = []
@@ -563,7 +566,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
                *(f"  {topic}: {len(bag.topics[topic].messages)} messages ({msgtype})"
                  for topic, msgtype in required),
                f"states: {len(states)} (JointState"
-               + (f" + Imu, {robot.ros.imu_sync})" if uses_imu else " only)"),
+               + (f" + Imu, {robot.ros.sync})" if uses_imu else " only)"),
                f"pairing: {pairing}",
                f"kept: {len(obs)} transitions in {len(episodes)} episodes",
                *(f"  episode {n}: {first:.3f}-{last:.3f} s, {count} transitions, ends {end}"
@@ -580,8 +583,10 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
                           report, f"bag {' + '.join(map(str, paths))}", details)
 
 
-_SYNC_RULE = {"nearest": "within half a control period",
-              "interpolate": "on both sides within a control period"}
+_SYNC_RULE = {"nearest": "JointStates without an Imu within half a control period",
+              "interpolate_imu": "JointStates without Imus on both sides within a control period",
+              "interpolate_joints": "Imus without JointStates on both sides within a control period "
+                                    "(or with other joints)"}
 
 
 def _reasons(skipped: Counter) -> str:
@@ -601,45 +606,76 @@ class _State:
 _LEVEL = (np.array([0.0, 0.0, 0.0, 1.0]), np.zeros(3), np.zeros(3))  # no Imu: level and still
 
 
-def _interpolate_imu(imus, keys, t: int, dt_ns: float):
-    """The Imu at ``t`` between the two around it, both within a control period (quaternions
-    blended on the same hemisphere and normalised); None where there is no such pair."""
+def _around(keys: list[int], t: int, dt_ns: float):
+    """Indices of the samples just before and after ``t`` and the weight of the later one; the
+    sample itself at an exact match; None unless both are within a control period of ``t``."""
     i = bisect.bisect_left(keys, t)
     if i < len(keys) and keys[i] == t:
-        return imus[i]
+        return i, i, 0.0
     if i == 0 or i == len(keys) or t - keys[i - 1] > dt_ns or keys[i] - t > dt_ns:
         return None
-    a, b = imus[i - 1], imus[i]
-    w = (t - keys[i - 1]) / (keys[i] - keys[i - 1])
+    return i - 1, i, (t - keys[i - 1]) / (keys[i] - keys[i - 1])
+
+
+def _blend_imu(a, b, w: float):
+    """Quaternions blended on the same hemisphere and normalised, vectors linearly."""
     qb = b[2] if np.dot(a[2], b[2]) >= 0 else -b[2]
     q = (1 - w) * a[2] + w * qb
-    return (b[0], t, q / np.linalg.norm(q), (1 - w) * a[3] + w * b[3], (1 - w) * a[4] + w * b[4])
+    return (b[0], b[1], q / np.linalg.norm(q), (1 - w) * a[3] + w * b[3], (1 - w) * a[4] + w * b[4])
+
+
+def _blend_joints(a, b, w: float, wrapped: set[str]):
+    """Values linearly; the positions of ``wrapped`` joints (``unwrap`` terms) along the shorter
+    way round. None where the two messages name other joints or carry other fields."""
+    if a[2] != b[2] or any(np.shape(x) != np.shape(y) for x, y in zip(a[3:], b[3:], strict=True)):
+        return None
+    step = b[3] - a[3]
+    turn = np.array([i < len(a[2]) and a[2][i] in wrapped for i in range(len(step))], bool)
+    step[turn] = np.mod(step[turn] + math.pi, 2 * math.pi) - math.pi
+    velocity, effort = ((1 - w) * x + w * y for x, y in zip(a[4:], b[4:], strict=True))
+    return b[0], b[1], b[2], a[3] + w * step, velocity, effort
 
 
 def _pair_states(joints, imus, dt_ns: float, robot: RobotSpec, skipped: Counter) -> list[_State]:
-    """States from JointStates and the Imu at their time (``imus`` None: the robot uses none)."""
+    """States from JointStates and Imus synchronised as ``ros.sync`` says (``imus`` None: the
+    robot uses none, its states are the JointStates)."""
+    sync = robot.ros.sync if imus is not None else "nearest"
     stamped = any(j[1] for j in joints) and (imus is None or any(i[1] for i in imus))
     key = 1 if stamped else 0
-    if imus is not None:
-        imus = sorted(imus, key=lambda i: i[key])
-        keys = [i[key] for i in imus]
+    joints = sorted(joints, key=lambda j: j[key])
+    imus = sorted(imus, key=lambda i: i[key]) if imus is not None else None
+    pairs = []  # (time, when the leading message was out, JointState, Imu) in time order
+    if sync == "interpolate_joints":
+        wrapped = {j for e in robot.observation for term in e.terms
+                   if term.unwrap and term.source == "joint_position" for j in term.joints}
+        keys = [j[key] for j in joints]
+        for imu in imus:
+            t, found = imu[key], _around(keys, imu[key], dt_ns)
+            joint = _blend_joints(joints[found[0]], joints[found[1]], found[2], wrapped) \
+                if found else None
+            pairs.append((t, imu[0], joint, imu))
+    else:
+        keys = [i[key] for i in imus] if imus is not None else []
+        for joint in joints:
+            t, order = joint[key], joint[0]
+            if imus is None:
+                imu = (order, t, *_LEVEL)
+            elif sync == "interpolate_imu":
+                found = _around(keys, t, dt_ns)
+                imu = _blend_imu(imus[found[0]], imus[found[1]], found[2]) if found else None
+            else:
+                lo = bisect.bisect_left(keys, t - dt_ns / 2)
+                hi = bisect.bisect_right(keys, t + dt_ns / 2)
+                imu = min(imus[lo:hi], key=lambda i: (abs(i[key] - t), abs(i[0] - order))) \
+                    if lo < hi else None
+            pairs.append((t, order, joint, imu))
     builder = robot.observation_builder()
     states = []
-    for order, stamp, names, position, velocity, effort in sorted(joints, key=lambda j: j[key]):
-        t = stamp if stamped else order
-        if imus is None:
-            imu = (order, t, *_LEVEL)
-        elif robot.ros.imu_sync == "interpolate":
-            imu = _interpolate_imu(imus, keys, t, dt_ns)
-        else:
-            lo = bisect.bisect_left(keys, t - dt_ns / 2)
-            hi = bisect.bisect_right(keys, t + dt_ns / 2)
-            imu = min(imus[lo:hi], key=lambda i: (abs(i[key] - t), abs(i[0] - order))) \
-                if lo < hi else None
-        if imu is None:
-            skipped[f"JointStates without an Imu {_SYNC_RULE[robot.ros.imu_sync]}"] += 1
+    for t, measured, joint, imu in pairs:
+        if joint is None or imu is None:
+            skipped[_SYNC_RULE[sync]] += 1
             continue
-        readings = SensorReadings(names, position, velocity, effort, imu[2], imu[3], imu[4])
+        readings = SensorReadings(joint[2], *joint[3:], *imu[2:])
         try:
             obs = builder(readings)
         except ValueError as exc:
@@ -648,7 +684,7 @@ def _pair_states(joints, imus, dt_ns: float, robot: RobotSpec, skipped: Counter)
         if not np.all(np.isfinite(obs)):
             skipped["states with NaN/Inf in the observation"] += 1
             continue
-        states.append(_State(max(order, imu[0]), order, t, obs))
+        states.append(_State(max(joint[0], imu[0]), measured, t, obs))
     states.sort(key=lambda s: s.order)
     return states
 

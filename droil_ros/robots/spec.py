@@ -39,7 +39,7 @@ FIELD_PATH = re.compile(r"[A-Za-z]\w*(\[\d+\])*(\.[A-Za-z]\w*(\[\d+\])*)*")
 COMMAND_KINDS = ("effort", "velocity", "position")
 JOINT_ORDERS = ("by_name", "by_index")
 PAIRINGS = ("answer", "hold")
-IMU_SYNCS = ("nearest", "interpolate")
+SYNCS = ("nearest", "interpolate_imu", "interpolate_joints")
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,9 @@ class RosInterface:
     ``pkg/msg/Type`` (a bag carries the definitions of its types); ``command_field`` is the field
     path, or one path per actuator, holding the actuators' values (``data``, ``velocity``,
     ``points[0].velocities``). ``pairing``: ``answer`` (the command computed from a state) or
-    ``hold`` (the setpoint in force at a state); ``imu_sync``: the ``nearest`` Imu or one
-    ``interpolate``d to the JointState's stamp."""
+    ``hold`` (the setpoint in force at a state); ``sync``: a state is a JointState with the
+    ``nearest`` Imu, with the Imu interpolated to its stamp (``interpolate_imu``), or an Imu
+    with the JointStates interpolated to its stamp (``interpolate_joints``)."""
 
     state_topic: str = "/joint_states"
     imu_topic: str = "/imu/data"
@@ -123,7 +124,7 @@ class RosInterface:
     command_kind: str = "effort"
     joints: str = "by_name"
     pairing: str = "answer"
-    imu_sync: str = "nearest"
+    sync: str = "nearest"
 
 
 @dataclass(frozen=True)
@@ -481,7 +482,7 @@ def _parse_ros(raw, where: str) -> RosInterface:
         raise SpecError(f"{where}: ros.command_type '{raw['command_type']}' is not a message type "
                         f"(pkg/msg/Type)")
     for key, choices in (("command_kind", COMMAND_KINDS), ("joints", JOINT_ORDERS),
-                         ("pairing", PAIRINGS), ("imu_sync", IMU_SYNCS)):
+                         ("pairing", PAIRINGS), ("sync", SYNCS)):
         if getattr(ros, key) not in choices:
             raise SpecError(f"{where}: ros.{key} '{raw[key]}' is not supported (one of: "
                             f"{', '.join(choices)})")
