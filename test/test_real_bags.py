@@ -277,6 +277,41 @@ def test_states_at_the_imu_stamps_with_joints_interpolated(tmp_path):
     assert "skipped 2 Imus without JointStates on both sides" in t.report
 
 
+def test_a_term_reads_a_field_of_any_topic(tmp_path):
+    """Before: terms came only from JointState and Imu ("unknown source 'topic'"). Now a term
+    reads a field of any message, here the odometry's speed at 10 Hz: the latest message out
+    when the state's JointState was, as a node's latest-message builder sees it."""
+    odometry = "nav_msgs/msg/Odometry"
+    observation = [*ROVER["observation"], {"name": "odom_v", "unit": "m/s", "terms": [
+        {"source": "topic", "topic": "rover/odom", "type": odometry,
+         "field": "twist.twist.linear.x"}]}]
+    robot = load_spec(rover_spec(tmp_path / "robots", observation=observation))
+    assert robot.observation[-1].terms[0].topic == "/rover/odom"
+    msgs = session()
+    for k in range(80):  # 10 Hz, 3 ms after the joints' clock, the speed field holds the time
+        ns = T0 + k * 100 * MS + 3 * MS
+        msg = TS.types[odometry](
+            header=_header(ns), child_frame_id="base_link",
+            pose=TS.types["geometry_msgs/msg/PoseWithCovariance"](
+                pose=TS.types["geometry_msgs/msg/Pose"](
+                    position=TS.types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
+                    orientation=TS.types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
+                covariance=np.zeros(36)),
+            twist=TS.types["geometry_msgs/msg/TwistWithCovariance"](
+                twist=TS.types["geometry_msgs/msg/Twist"](
+                    linear=TS.types["geometry_msgs/msg/Vector3"](x=k * 0.1, y=0.0, z=0.0),
+                    angular=TS.types["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
+                covariance=np.zeros(36)))
+        msgs.append(("imu", "/rover/odom", odometry, ns, TS.serialize_cdr(msg, odometry)))
+    t = read_bag_transitions(write_session(tmp_path, sorted(msgs, key=lambda m: m[3])), robot)
+    times = state_time(t.observations)
+    np.testing.assert_allclose(t.observations[:, -1], np.floor((times - 0.0035) / 0.1) * 0.1,
+                               atol=1e-9)
+    with pytest.raises(SpecError, match="source topic needs 'topic', 'type'"):
+        load_spec(rover_spec(tmp_path / "bad", observation=[{"name": "v", "terms": [
+            {"source": "topic", "topic": "/rover/odom", "field": "twist"}]}]))
+
+
 def test_a_robot_without_imu_terms_needs_no_imu_topic(tmp_path):
     """Before: "bag has no /imu/data" for a spec whose observation uses no IMU."""
     observation = [o for o in ROVER["observation"] if o["name"] in ("x", "x_dot")]

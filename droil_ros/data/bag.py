@@ -68,7 +68,6 @@ import bisect
 import importlib
 import math
 import os
-import re
 import struct
 import threading
 import zlib
@@ -83,9 +82,11 @@ from droil_ros.data.dataset import DatasetError, TransitionDataset
 from droil_ros.robots.spec import (
     IMU_SOURCES,
     PAIRINGS,
+    TOPIC_SOURCE,
     RobotSpec,
     SensorReadings,
     Task,
+    message_field,
     task_rewards,
 )
 
@@ -381,16 +382,6 @@ def _vector(v) -> np.ndarray:
     return np.array([v.x, v.y, v.z], dtype=np.float64)
 
 
-def _field(msg, path: str) -> np.ndarray:
-    """The numbers at a field path (``points[0].velocities``) of a decoded message, flattened."""
-    value = msg
-    for name, indexes in re.findall(r"(\w+)((?:\[\d+\])*)", path):
-        value = getattr(value, name)
-        for i in re.findall(r"\d+", indexes):
-            value = value[int(i)]
-    return np.asarray(value, np.float64).ravel()
-
-
 @dataclass
 class BagTransitions:
     """Transitions read from a bag, in float64, before they become a dataset."""
@@ -420,6 +411,12 @@ class BagTransitions:
 
 def _needed_joints(robot: RobotSpec) -> set[str]:
     return {j for element in robot.observation for term in element.terms for j in term.joints}
+
+
+def _topic_terms(robot: RobotSpec) -> dict[str, str]:
+    """Topic -> message type of the ``source: topic`` terms."""
+    return {term.topic: term.type for element in robot.observation for term in element.terms
+            if term.source == TOPIC_SOURCE}
 
 
 def _uses_imu(robot: RobotSpec) -> bool:
@@ -473,8 +470,9 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
 
     paths = [Path(p) for p in (bag_path if isinstance(bag_path, (list, tuple)) else [bag_path])]
     uses_imu = _uses_imu(robot)
+    extra = _topic_terms(robot)
     required = [(joint_topic, JOINT_STATE), *([(imu_topic, IMU)] if uses_imu else []),
-                (command_topic, robot.ros.command_type)]
+                (command_topic, robot.ros.command_type), *extra.items()]
     wanted = {t for t, _ in required} | ({marker_topic} if marker_topic else set())
     bag = _read_bags(paths, wanted)
     recorded_for = bag.custom.get("droil_robot") if isinstance(bag.custom, dict) else None
@@ -520,7 +518,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
     n_actuators, fields_ = len(robot.actuators), robot.ros.command_field
     for order, m in decoded(command_topic, robot.ros.command_type):
         try:
-            values = np.concatenate([_field(m, path) for path in fields_])
+            values = np.concatenate([message_field(m, path) for path in fields_])
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
             skipped[f"{command_topic} without {' + '.join(fields_)} ({exc.__class__.__name__}: "
                     f"{exc})"] += 1
@@ -534,12 +532,14 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
         commands.append((order, robot.command_to_action(values)))
     markers = sorted(order for order, m in decoded(marker_topic, MARKER) if not m.data) \
         if marker_topic else []
+    extras = {topic: list(decoded(topic, msgtype)) for topic, msgtype in extra.items()}
     for topic, usable in ((joint_topic, joints), (imu_topic, imus or not uses_imu),
-                          (command_topic, any(c[1] is not None for c in commands))):
+                          (command_topic, any(c[1] is not None for c in commands)),
+                          *extras.items()):
         if not usable:
             raise bag.missing(f"no usable messages on {topic}" + _reasons(skipped))
 
-    states = _pair_states(joints, imus if uses_imu else None, dt_ns, robot, skipped)
+    states = _pair_states(joints, imus if uses_imu else None, extras, dt_ns, robot, skipped)
     if not states:
         raise BagError(f"bag has no state: {_SYNC_RULE[robot.ros.sync]}"
                        + _reasons(skipped))
@@ -636,9 +636,12 @@ def _blend_joints(a, b, w: float, wrapped: set[str]):
     return b[0], b[1], b[2], a[3] + w * step, velocity, effort
 
 
-def _pair_states(joints, imus, dt_ns: float, robot: RobotSpec, skipped: Counter) -> list[_State]:
+def _pair_states(joints, imus, extras: dict[str, list], dt_ns: float, robot: RobotSpec,
+                 skipped: Counter) -> list[_State]:
     """States from JointStates and Imus synchronised as ``ros.sync`` says (``imus`` None: the
-    robot uses none, its states are the JointStates)."""
+    robot uses none, its states are the JointStates), with the latest message of each topic in
+    ``extras`` (topic -> [(order, message)] in order) out when the state's leading message was,
+    as a node's latest-message builder sees them."""
     sync = robot.ros.sync if imus is not None else "nearest"
     stamped = any(j[1] for j in joints) and (imus is None or any(i[1] for i in imus))
     key = 1 if stamped else 0
@@ -669,13 +672,19 @@ def _pair_states(joints, imus, dt_ns: float, robot: RobotSpec, skipped: Counter)
                 imu = min(imus[lo:hi], key=lambda i: (abs(i[key] - t), abs(i[0] - order))) \
                     if lo < hi else None
             pairs.append((t, order, joint, imu))
+    extra_orders = {topic: [order for order, _ in items] for topic, items in extras.items()}
     builder = robot.observation_builder()
     states = []
     for t, measured, joint, imu in pairs:
         if joint is None or imu is None:
             skipped[_SYNC_RULE[sync]] += 1
             continue
-        readings = SensorReadings(joint[2], *joint[3:], *imu[2:])
+        messages = {}
+        for topic, items in extras.items():
+            i = bisect.bisect_right(extra_orders[topic], measured) - 1
+            if i >= 0:
+                messages[topic] = items[i][1]
+        readings = SensorReadings(joint[2], *joint[3:], *imu[2:], messages)
         try:
             obs = builder(readings)
         except ValueError as exc:

@@ -29,6 +29,7 @@ IMU_SOURCES = (
     "imu_angular_velocity_x", "imu_angular_velocity_y", "imu_angular_velocity_z",
     "imu_linear_acceleration_x", "imu_linear_acceleration_y", "imu_linear_acceleration_z",
 )
+TOPIC_SOURCE = "topic"  # a field of any message: topic, type and field path in the term
 REDUCERS = {"mean": np.mean, "sum": np.sum}
 REWARD_TERMS = ("alive", "theta", "x", "x_dot_error", "action")
 SPEC_KEYS = ("id", "description", "model", "gymnasium_id", "control_rate_hz", "geometry", "joints",
@@ -44,7 +45,8 @@ SYNCS = ("nearest", "interpolate_imu", "interpolate_joints")
 
 @dataclass(frozen=True)
 class SensorReadings:
-    """What a JointState and an Imu message carry; quaternion in ROS order (x, y, z, w)."""
+    """What a JointState and an Imu message carry; quaternion in ROS order (x, y, z, w).
+    ``messages``: the latest message of each topic that ``source: topic`` terms read."""
 
     joint_names: tuple[str, ...]
     position: np.ndarray
@@ -53,6 +55,17 @@ class SensorReadings:
     orientation: np.ndarray
     angular_velocity: np.ndarray
     linear_acceleration: np.ndarray
+    messages: dict = field(default_factory=dict)
+
+
+def message_field(msg, path: str) -> np.ndarray:
+    """The numbers at a field path (``points[0].velocities``) of a decoded message, flattened."""
+    value = msg
+    for name, indexes in re.findall(r"(\w+)((?:\[\d+\])*)", path):
+        value = getattr(value, name)
+        for i in re.findall(r"\d+", indexes):
+            value = value[int(i)]
+    return np.asarray(value, np.float64).ravel()
 
 
 def quaternion_to_rpy(q_xyzw: np.ndarray) -> tuple[float, float, float]:
@@ -68,7 +81,8 @@ def quaternion_to_rpy(q_xyzw: np.ndarray) -> tuple[float, float, float]:
 class ObsTerm:
     """``scale * (reduce(values) + offset)``; ``unwrap``: an angle that wraps at +-pi is followed
     across the wrap (each joint's value before the reduction), which needs the previous message:
-    see ``ObservationBuilder``."""
+    see ``ObservationBuilder``. ``source: topic`` reads ``field`` of the ``type`` messages on
+    ``topic`` (the bag converter reads them; the nodes do not subscribe to them yet)."""
 
     source: str
     joints: tuple[str, ...] = ()
@@ -76,6 +90,9 @@ class ObsTerm:
     scale: float = 1.0
     offset: float = 0.0
     unwrap: bool = False
+    topic: str = ""
+    type: str = ""
+    field: str = ""
 
 
 @dataclass(frozen=True)
@@ -257,6 +274,12 @@ class RobotSpec:
             for n, term in enumerate(element.terms):
                 if term.source in imu_values:
                     values = np.array([imu_values[term.source]])
+                elif term.source == TOPIC_SOURCE:
+                    if term.topic not in readings.messages:
+                        raise ValueError(f"no message on {term.topic} for '{element.name}'")
+                    values = message_field(readings.messages[term.topic], term.field)
+                    if not values.size:
+                        raise ValueError(f"{term.topic} has no {term.field} for '{element.name}'")
                 else:
                     missing = [j for j in term.joints if j not in index]
                     if missing:
@@ -338,6 +361,13 @@ def _parse_observation(raw, joints: tuple[str, ...], where: str):
                 unknown = [j for j in term_joints if j not in joints]
                 if unknown:
                     raise SpecError(f"{where}: observation '{name}' names unknown joints {unknown}")
+            elif source == TOPIC_SOURCE:
+                topic, msgtype, path = (str(t.get(k, "")).strip() for k in ("topic", "type", "field"))
+                if not (topic.strip("/") and COMMAND_TYPE.fullmatch(msgtype)
+                        and FIELD_PATH.fullmatch(path)):
+                    raise SpecError(f"{where}: observation '{name}': source topic needs 'topic', "
+                                    f"'type' (pkg/msg/Type) and 'field' (a field path)")
+                t = {**t, "topic": "/" + topic.lstrip("/")}
             elif source not in IMU_SOURCES:
                 raise SpecError(f"{where}: observation '{name}': unknown source '{source}'")
             reduce = t.get("reduce", "mean")
@@ -345,7 +375,8 @@ def _parse_observation(raw, joints: tuple[str, ...], where: str):
                 raise SpecError(f"{where}: observation '{name}': unknown reduce '{reduce}'")
             _refuse_unknown(t, [f.name for f in fields(ObsTerm)], f"{where}: observation '{name}' term")
             terms.append(ObsTerm(source, term_joints, reduce, float(t.get("scale", 1.0)),
-                                 float(t.get("offset", 0.0)), bool(t.get("unwrap", False))))
+                                 float(t.get("offset", 0.0)), bool(t.get("unwrap", False)),
+                                 *(str(t.get(k, "")) for k in ("topic", "type", "field"))))
         elements.append(ObsElement(name, str(item.get("unit", "")), tuple(terms)))
     return tuple(elements), 0
 
