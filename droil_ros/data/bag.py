@@ -12,7 +12,8 @@ into a ``TransitionDataset`` through the robot spec. The rules:
   decoded from the definition the bag embeds (MCAP ``ros2msg`` schemas, rosbag2 metadata), as
   ``ros2 bag record`` writes it. With ``joints: by_index`` a JointState's values are read in the
   order of the spec's ``joints`` and its names are ignored. A spec whose observation uses no Imu
-  source needs no Imu topic.
+  source needs no Imu topic; its ``source: topic`` terms read the latest message of their topic
+  out when the state's leading message was (what a node's latest-message builder sees).
 - **Time.** Messages are ordered by their publish time where the bag has one (MCAP
   ``publish_time``: the DDS send time that ``demo_recorder`` and rosbag2 record; on one host it
   follows cause and effect exactly), else by their log time. A state's own time is its header

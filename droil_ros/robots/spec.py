@@ -35,7 +35,7 @@ REWARD_TERMS = ("alive", "theta", "x", "x_dot_error", "action")
 SPEC_KEYS = ("id", "description", "model", "gymnasium_id", "control_rate_hz", "geometry", "joints",
              "imu", "actuators", "observation", "action", "perturbation_targets", "tasks", "ros")
 ROBOT_PATH_ENV = "DROIL_ROBOT_PATH"
-COMMAND_TYPE = re.compile(r"[A-Za-z]\w*/msg/[A-Za-z]\w*")
+MESSAGE_TYPE = re.compile(r"[A-Za-z]\w*/msg/[A-Za-z]\w*")
 FIELD_PATH = re.compile(r"[A-Za-z]\w*(\[\d+\])*(\.[A-Za-z]\w*(\[\d+\])*)*")
 COMMAND_KINDS = ("effort", "velocity", "position")
 JOINT_ORDERS = ("by_name", "by_index")
@@ -363,7 +363,7 @@ def _parse_observation(raw, joints: tuple[str, ...], where: str):
                     raise SpecError(f"{where}: observation '{name}' names unknown joints {unknown}")
             elif source == TOPIC_SOURCE:
                 topic, msgtype, path = (str(t.get(k, "")).strip() for k in ("topic", "type", "field"))
-                if not (topic.strip("/") and COMMAND_TYPE.fullmatch(msgtype)
+                if not (topic.strip("/") and MESSAGE_TYPE.fullmatch(msgtype)
                         and FIELD_PATH.fullmatch(path)):
                     raise SpecError(f"{where}: observation '{name}': source topic needs 'topic', "
                                     f"'type' (pkg/msg/Type) and 'field' (a field path)")
@@ -509,7 +509,7 @@ def _parse_ros(raw, where: str) -> RosInterface:
         if not package.endswith("/msg"):  # ROS 1 style std_msgs/Float64MultiArray
             values["command_type"] = f"{package}/msg/{name}"
     ros = RosInterface(**values)
-    if not COMMAND_TYPE.fullmatch(ros.command_type):
+    if not MESSAGE_TYPE.fullmatch(ros.command_type):
         raise SpecError(f"{where}: ros.command_type '{raw['command_type']}' is not a message type "
                         f"(pkg/msg/Type)")
     for key, choices in (("command_kind", COMMAND_KINDS), ("joints", JOINT_ORDERS),
