@@ -209,9 +209,18 @@ def test_held_setpoints_pair_by_zero_order_hold(rover, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(load_dataset(out)) == len(answer)
     assert "(answer pairing); dropped:" in proc.stdout and "states without a command" in proc.stdout
+    # a setpoint with 3 values for 2 wheels: the 10 states that hold it give no transition
+    msgs = [(*m[:4], TS.serialize_cdr(TS.types[WHEEL_COMMAND](header=_header(m[3]),
+                                                              velocity=np.ones(3)), WHEEL_COMMAND))
+            if m[2] == WHEEL_COMMAND and m[3] == T0 + 2007 * MS else m for m in session()]
+    bad = read_bag_transitions(write_session(tmp_path / "bad", msgs), robot)
+    assert len(bad) == len(hold) - 10 and "10 whose command was unusable" in bad.report
+    assert "skipped 1 /rover/wheel_cmd with 3 values" in bad.report
 
 
 def test_report_says_what_was_kept_and_dropped(rover, tmp_path):
+    """Before: from-bag printed the kept transitions only; the reasons were in the dataset's
+    meta. Now it prints the drops, and ``--report`` each rule's count and each episode."""
     robot, bags = rover
     proc = run_droil("dataset", "from-bag", *map(str, bags), "--robot", str(robot.source),
                      "--out", str(tmp_path / "d.npz"), "--report")
@@ -220,8 +229,11 @@ def test_report_says_what_was_kept_and_dropped(rover, tmp_path):
                  "  /rover/imu: 800 messages (sensor_msgs/msg/Imu)",
                  "states: 400 (JointState + Imu, interpolate_imu)", "pairing: hold",
                  "kept: ", "  episode 0: 0.020-", "ends in a fall", "ends in a time-out",
-                 "  1 states before the first command", "  100 states after a fall"):
+                 "  1 states before the first command", "  100 states after a fall",
+                 "  0 states whose command was unusable"):
         assert line in proc.stdout, (line, proc.stdout)
+    proc = run_droil("dataset", "info", *map(str, bags))
+    assert proc.returncode == 2 and "info takes one source, got 2" in proc.stderr
 
 
 def test_fall_then_back_up_resumes_on_a_continuous_recording(rover):

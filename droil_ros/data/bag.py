@@ -560,6 +560,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
               f"falls from {len(states)} states ({pairing} pairing); dropped: "
               f"{counts['no_command']} states {no_command}, {counts['lost']} before a lost state, "
               f"{counts['fallen']} after a fall"
+              + (f", {counts['bad_command']} whose command was unusable" if counts["bad_command"] else "")
               + (f", {counts['resumed']} episodes resumed after a fall" if counts["resumed"] else "")
               + "".join(f"; skipped {n} {reason}" for reason, n in skipped.most_common())
               + "".join(f"; {note}" for note in bag.notes))
@@ -574,6 +575,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
                  for n, (_, first, last, count, end) in enumerate(episodes)),
                "dropped:",
                f"  {counts['no_command']} states {no_command}",
+               f"  {counts['bad_command']} states whose command was unusable (see skipped)",
                f"  {counts['lost']} states before a lost state (more than {STEP_TOLERANCE} control "
                f"periods to the next)",
                f"  {counts['fallen']} states after a fall (until a reset or {resume_after:g} s "
@@ -709,7 +711,7 @@ def _transitions(states: list[_State], commands, markers: list[int], dt_ns: floa
     command_orders = [c[0] for c in commands]
     theta = robot.obs_names.index("theta") if "theta" in robot.obs_names else None
     rows: dict[str, list] = defaultdict(list)
-    counts.update(no_command=0, lost=0, fallen=0, resumed=0)
+    counts.update(no_command=0, bad_command=0, lost=0, fallen=0, resumed=0)
     episode_start = 0  # index of the current episode's first state
     fallen = False
     upright_since = None  # after a fall: time of the first state of the current upright run
@@ -746,7 +748,7 @@ def _transitions(states: list[_State], commands, markers: list[int], dt_ns: floa
             i = bisect.bisect_right(command_orders, s.measured) - 1
             valid = i >= 0
         if not valid or commands[i][1] is None:
-            counts["no_command"] += 1
+            counts["no_command" if not valid else "bad_command"] += 1
             continue
         terminal = theta is not None and abs(s1.obs[theta]) > task.fall_tilt
         if previous != k and rows["timeouts"]:
