@@ -33,8 +33,9 @@ into a ``TransitionDataset`` through the robot spec. The rules:
   holding a teleop's few setpoints a second; no age limit). Commands (one per actuator,
   ``spec.actuators`` order) become the action through the least-squares inverse of
   ``spec.action_gains``, as in sim_bridge. s' is state k+1.
-- **Dropped.** A state without such a command, or more than 1.5 control periods before the next
-  state (a state was lost in between), gives no transition; the episode goes on after the hole
+- **Dropped.** A state without such a command, or whose command is unusable (wrong number of
+  values, NaN; counted apart), or more than 1.5 control periods before the next state (a state
+  was lost in between), gives no transition; the episode goes on after the hole
   (the run before it ends with ``timeouts``; the run after it has no ``episode_starts``).
 - **Episodes.** A new episode starts at the first state, where the state time does not advance
   (sim_bridge's clock stays put across ``~/reset``) or jumps by more than ``reset_gap`` seconds
