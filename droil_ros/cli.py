@@ -96,19 +96,27 @@ def cmd_dataset(args) -> int:
     from droil_ros.robots import load_spec
 
     root = Path(args.root) if args.root else None
+    if args.action != "from-bag":
+        if len(args.source) > 1:
+            raise DroilError(f"{args.action} takes one source, got {len(args.source)}")
+        args.source = args.source[0]
     if args.action == "info":
         d = load_dataset(args.source)
         print(f"{args.source}: {len(d)} transitions, {d.n_episodes} episodes, robot {d.robot_id}, "
               f"{int(d.terminals.sum())} terminal, {int(d.timeouts.sum())} time-outs, rewards "
               f"{'yes' if d.meta.get('has_rewards') else 'no'}, hash {d.hash}\n  source: {d.meta['source']}")
     elif args.action == "from-bag":
-        from droil_ros.data.bag import dataset_from_bag
+        from droil_ros.data.bag import read_bag_transitions
 
         if not args.robot or not args.out:
             raise DroilError("from-bag needs --robot and --out")
-        dataset = dataset_from_bag(args.source, load_spec(args.robot), task=args.task)
+        robot = load_spec(args.robot)
+        transitions = read_bag_transitions(args.source, robot, task=args.task, pairing=args.pairing,
+                                           resume_after=args.resume_after)
+        dataset = transitions.to_dataset(robot)
         print(f"{dataset.save(args.out)}: {len(dataset)} transitions, {dataset.n_episodes} episodes, "
               f"{int(dataset.terminals.sum())} falls, robot {dataset.robot_id}, hash {dataset.hash}")
+        print("\n".join(transitions.details) if args.report else f"  {transitions.report}")
     elif args.action == "to-minari":
         print(to_minari(load_dataset(args.source), args.id, root))
     else:
@@ -305,12 +313,22 @@ def build_parser() -> Parser:
 
     ds = sub.add_parser("dataset", help="inspect datasets; from rosbag2; Minari export/import")
     ds.add_argument("action", choices=["info", "from-bag", "to-minari", "from-minari"])
-    ds.add_argument("source", help="dataset file (.npz); a rosbag2 for from-bag; a Minari id")
+    ds.add_argument("source", nargs="+",
+                    help="dataset file (.npz); for from-bag a rosbag2, or the bags of one session "
+                         "(e.g. joints and IMU recorded apart); a Minari id")
     ds.add_argument("--id", default=None, help="to-minari: Minari dataset id, e.g. droil/wl-lqr-v0")
     ds.add_argument("--out", default=None, help="from-bag, from-minari: dataset file to write")
     ds.add_argument("--robot", default=None,
                     help=f"from-bag: {ROBOT_HELP}; from-minari: the robot of a foreign dataset")
     ds.add_argument("--task", default=None, help="from-bag: task whose reward and fall apply")
+    ds.add_argument("--pairing", choices=["answer", "hold"], default=None,
+                    help="from-bag: a state's action is the command computed from it (answer) or "
+                         "the setpoint in force at it (hold); default: the spec's ros.pairing")
+    ds.add_argument("--resume-after", type=positive_float, default=1.0, metavar="SECONDS",
+                    help="from-bag: after a fall, a new episode once the tilt is within the task's "
+                         "init_tilt this long (default 1)")
+    ds.add_argument("--report", action="store_true",
+                    help="from-bag: print what was kept and dropped, and why")
     ds.add_argument("--root", default=None, help="Minari datasets folder (MINARI_DATASETS_PATH)")
     ds.set_defaults(func=cmd_dataset)
 

@@ -147,8 +147,11 @@ def wheel_legged_raw() -> dict:
     (lambda s: s.__setitem__("contol_rate_hz", 100), "unknown key 'contol_rate_hz'"),
     (lambda s: s.__setitem__("ros", {"state": "/js"}), "ros: unknown key 'state'"),
     (lambda s: s.__setitem__("ros", {"command_kind": "torque"}), "ros.command_kind 'torque' is not"),
-    (lambda s: s.__setitem__("ros", {"command_type": "sensor_msgs/JointState"}),
-     "ros.command_type 'sensor_msgs/JointState' is not supported"),
+    (lambda s: s.__setitem__("ros", {"command_type": "JointState"}),
+     "ros.command_type 'JointState' is not a message type"),
+    (lambda s: s.__setitem__("ros", {"command_field": "points[0]..velocities"}),
+     "ros.command_field 'points\\[0\\]..velocities' is not a field path"),
+    (lambda s: s.__setitem__("ros", {"pairing": "latest"}), "ros.pairing 'latest' is not supported"),
     (lambda s: s.__setitem__("ros", {"joints": "by_number"}), "ros.joints 'by_number'"),
     (lambda s: s.__setitem__("gymnasium_id", "Hopper-v5"), "not both"),
 ])

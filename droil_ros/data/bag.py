@@ -1,35 +1,55 @@
 """rosbag2 bags <-> transition datasets (ROS-free: rosbags, numpy, yaml).
 
 Reading: ``dataset_from_bag`` turns a bag recorded by ``demo_recorder`` or by ``ros2 bag record``
-on a robot (MCAP or sqlite3; a bag directory, or a bare ``.mcap``/``.db3`` file) into a
-``TransitionDataset`` through the robot spec. The rules:
+on a robot (MCAP or sqlite3; a bag directory, or a bare ``.mcap``/``.db3`` file), or the bags of
+one session (joints and IMU recorded apart: their messages side by side on the shared clock),
+into a ``TransitionDataset`` through the robot spec. The rules:
 
-- **Topics.** The spec's ``ros`` section names the JointState, Imu and command topics (defaults
-  ``/joint_states``, ``/imu/data``, ``/effort_controller/commands``); with ``joints: by_index`` a
-  JointState's values are read in the order of the spec's ``joints`` and its names are ignored.
+- **Topics and types.** The spec's ``ros`` section names the JointState, Imu and command topics
+  (defaults ``/joint_states``, ``/imu/data``, ``/effort_controller/commands``), the command's
+  type (default ``std_msgs/msg/Float64MultiArray``) and the field path(s) holding one value per
+  actuator (default ``data``). A type rosbags' Kilted store lacks (the robot's own message) is
+  decoded from the definition the bag embeds (MCAP ``ros2msg`` schemas, rosbag2 metadata), as
+  ``ros2 bag record`` writes it. With ``joints: by_index`` a JointState's values are read in the
+  order of the spec's ``joints`` and its names are ignored. A spec whose observation uses no Imu
+  source needs no Imu topic; its ``source: topic`` terms read the latest message of their topic
+  out when the state's leading message was (what a node's latest-message builder sees).
 - **Time.** Messages are ordered by their publish time where the bag has one (MCAP
   ``publish_time``: the DDS send time that ``demo_recorder`` and rosbag2 record; on one host it
   follows cause and effect exactly), else by their log time. A state's own time is its header
   stamp, or its order time in bags whose JointStates or Imus are all unstamped (zero).
-- **State.** A JointState with the Imu closest in time, at most half a control period away
-  (ties: the closest in order). One JointState per control period is assumed, as sim_bridge and
-  a ros2_control broadcaster at the controller rate publish.
-- **Action.** The action of state k is the first command published after state k (after both of
-  its messages) and before state k+1: the command computed from that state, as lockstep and the
-  LQR node do. Efforts (one per actuator, ``spec.actuators`` order) become the action through
-  the least-squares inverse of ``spec.action_gains``, as in sim_bridge. s' is state k+1.
-- **Dropped.** A state without such a command, or more than 1.5 control periods before the next
-  state (a state was lost in between), gives no transition; the episode goes on after the hole
+- **State.** A JointState and the Imu at its time, as ``sync`` says: ``nearest`` (default) the
+  closest Imu at most half a control period away (ties: the closest in order);
+  ``interpolate_imu`` the Imus just before and after the JointState's stamp blended (both
+  within a control period: an IMU at another rate than the joints); ``interpolate_joints`` the
+  other way, a state at each Imu's stamp with the JointStates around it blended (the positions
+  of ``unwrap`` joints the short way round). One state per control period is assumed, as
+  sim_bridge and a ros2_control broadcaster at the controller rate publish. Observation terms
+  with ``unwrap`` are followed across +-pi along the recording (one ``ObservationBuilder``).
+- **Action.** ``pairing: answer`` (default): the action of state k is the first command
+  published after state k (after both of its messages) and before state k+1: the command
+  computed from that state, as lockstep and the LQR node do. ``pairing: hold``: the last command
+  published before state k's JointState, the setpoint in force (zero-order hold, as a robot
+  holding a teleop's few setpoints a second; no age limit). Commands (one per actuator,
+  ``spec.actuators`` order) become the action through the least-squares inverse of
+  ``spec.action_gains``, as in sim_bridge. s' is state k+1.
+- **Dropped.** A state without such a command, or whose command is unusable (wrong number of
+  values, NaN; counted apart), or more than 1.5 control periods before the next state (a state
+  was lost in between), gives no transition; the episode goes on after the hole
   (the run before it ends with ``timeouts``; the run after it has no ``episode_starts``).
 - **Episodes.** A new episode starts at the first state, where the state time does not advance
   (sim_bridge's clock stays put across ``~/reset``) or jumps by more than ``reset_gap`` seconds
   (default 5 control periods), and after a ``False`` on ``marker_topic`` (sim_bridge publishes
   it on ``~/fallen`` at every episode start). Wheel odometry or tilt jumps are not used.
 - **Falls.** A transition whose s' has ``|theta| > task.fall_tilt`` is terminal and ends its
-  episode: the states after it (the robot lying until a reset) are dropped. An episode's last
-  transition that is not terminal is a timeout; the first is an episode start.
+  episode: the states after it (the robot lying) are dropped until a new episode starts, or
+  until ``|theta|`` has stayed below ``task.init_tilt`` for ``resume_after`` seconds (default 1;
+  a continuous recording where someone picked the robot up): a new episode starts there. An
+  episode's last transition that is not terminal is a timeout; the first is an episode start.
 - **Rewards.** ``robots.spec.task_rewards`` (what the simulator uses) on s' and the action,
   with the time since the episode's first state (NaN for tasks without reward weights).
+- **Report.** Kept transitions, drops by rule and skipped messages by reason: one line in the
+  dataset's ``meta['source']``, and ``BagTransitions.details`` (``from-bag --report``).
 - **Damage.** Messages that cannot be decoded or used are skipped and counted; the conversion
   fails (one line) only when nothing usable remains. An MCAP file cut short (a recorder killed
   while writing) is read up to its last complete record; when a topic then has nothing usable,
@@ -48,6 +68,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import math
 import os
 import struct
 import threading
@@ -60,11 +81,19 @@ import numpy as np
 import yaml
 
 from droil_ros.data.dataset import DatasetError, TransitionDataset
-from droil_ros.robots.spec import RobotSpec, SensorReadings, Task, task_rewards
+from droil_ros.robots.spec import (
+    IMU_SOURCES,
+    PAIRINGS,
+    TOPIC_SOURCE,
+    RobotSpec,
+    SensorReadings,
+    Task,
+    message_field,
+    task_rewards,
+)
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 IMU = "sensor_msgs/msg/Imu"
-COMMAND = "std_msgs/msg/Float64MultiArray"
 MARKER = "std_msgs/msg/Bool"
 STEP_TOLERANCE = 1.5  # control periods between a state and its s'
 FASTCDR_EXTRA = 8  # trailing bytes Fast CDR adds after empty trailing sequences
@@ -97,14 +126,34 @@ def typestore():
     return _TYPESTORE
 
 
-def decode_cdr(raw: bytes | memoryview, msgtype: str):
-    """Deserialise CDR bytes with rosbags, tolerating Fast CDR's trailing bytes.
+def bag_typestore(definitions: dict[str, str]):
+    """The Kilted typestore plus the types defined in ``definitions`` (``msgtype -> .msg text``
+    with its dependencies, as rosbag2 embeds them in a bag): a robot's own messages decode from
+    the bag alone. A type the store knows keeps the store's definition."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    for msgtype, text in definitions.items():
+        if msgtype in ts.types:
+            continue
+        try:
+            found = get_types_from_msg(text, msgtype)
+            ts.register({k: v for k, v in found.items() if k not in ts.fielddefs})
+        except Exception as exc:  # untrusted text: rosbags raises several kinds
+            raise BagError(f"the bag's definition of {msgtype} is not usable "
+                           f"({exc.__class__.__name__}: {exc})") from None
+    return ts
+
+
+def decode_cdr(raw: bytes | memoryview, msgtype: str, ts=None):
+    """Deserialise CDR bytes with rosbags (``ts``: default the Kilted typestore), tolerating Fast
+    CDR's trailing bytes.
 
     rosbags rejects a message followed by more than padding, which is what rclpy sends when a
     message ends in empty sequences; the payload itself is intact, so it is decoded without the
     size check, and with rclpy (when importable) as the last resort. ValueError when it fails.
     """
-    ts = typestore()
+    ts = ts or typestore()
     if msgtype not in ts.types:
         raise ValueError(f"unknown message type {msgtype}")
     try:
@@ -152,6 +201,7 @@ class _Topic:
 class _Bag:
     path: Path
     custom: dict = field(default_factory=dict)  # metadata.yaml custom_data
+    definitions: dict[str, str] = field(default_factory=dict)  # msgtype -> embedded .msg text
     topics: dict[str, _Topic] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     truncated: bool = False  # a storage file ends early: what is missing may be past its end
@@ -220,6 +270,8 @@ def _read_with_rosbags(path: Path, topics: set[str], bag: _Bag) -> None:
         with Reader(path) as reader:
             for c in reader.connections:
                 bag.topics.setdefault(c.topic, _Topic(c.msgtype))
+                if c.msgdef.format.name == "MSG" and c.msgdef.data:
+                    bag.definitions.setdefault(c.msgtype, c.msgdef.data)
             wanted = [c for c in reader.connections if c.topic in topics]
             for connection, log_time, data in reader.messages(connections=wanted) if wanted else ():
                 bag.add(connection.topic, connection.msgtype, log_time, 0, data)
@@ -241,7 +293,11 @@ def _read_mcap(path: Path, topics: set[str], bag: _Bag) -> None:
                 bag.add(topic, msgtype, log_time, publish_time, bytes(body[22:]))
         elif op == OP_SCHEMA:
             (key,) = struct.unpack_from("<H", body)
-            schemas[key] = _string(body, 2)[0]
+            schemas[key], pos = _string(body, 2)
+            encoding, pos = _string(body, pos)
+            definition = _string(body, pos)[0]
+            if encoding == "ros2msg" and definition:
+                bag.definitions.setdefault(schemas[key], definition)
         elif op == OP_CHANNEL:
             key, schema = struct.unpack_from("<HH", body)
             topic, pos = _string(body, 4)
@@ -340,52 +396,107 @@ class BagTransitions:
     timeouts: np.ndarray
     episode_starts: np.ndarray
     times: np.ndarray  # s' time since its episode's first state, seconds
-    report: str
+    report: str  # one line: kept, dropped and skipped, with the reasons
+    source: str  # the bags read
+    details: list[str] = field(default_factory=list)  # what ``from-bag --report`` prints
 
     def __len__(self) -> int:
         return len(self.observations)
+
+    def to_dataset(self, robot: RobotSpec) -> TransitionDataset:
+        """The dataset; its ``meta['source']`` holds the bags and the one-line report."""
+        return TransitionDataset.from_arrays(
+            robot, f"{self.source}: {self.report}", observations=self.observations,
+            actions=self.actions, next_observations=self.next_observations, rewards=self.rewards,
+            terminals=self.terminals, timeouts=self.timeouts, episode_starts=self.episode_starts)
 
 
 def _needed_joints(robot: RobotSpec) -> set[str]:
     return {j for element in robot.observation for term in element.terms for j in term.joints}
 
 
-def read_bag_transitions(bag_path: str | Path, robot: RobotSpec, task: str | None = None,
+def _topic_terms(robot: RobotSpec) -> dict[str, str]:
+    """Topic -> message type of the ``source: topic`` terms."""
+    return {term.topic: term.type for element in robot.observation for term in element.terms
+            if term.source == TOPIC_SOURCE}
+
+
+def _uses_imu(robot: RobotSpec) -> bool:
+    return any(term.source in IMU_SOURCES for element in robot.observation for term in element.terms)
+
+
+def _read_bags(paths: list[Path], topics: set[str]) -> _Bag:
+    """The bags of one session as one: their topics' messages side by side on the shared clock."""
+    bag = _read_bag(paths[0], topics)
+    for path in paths[1:]:
+        other = _read_bag(path, topics)
+        for name, topic in other.topics.items():
+            mine = bag.topics.setdefault(name, _Topic(topic.msgtype))
+            if mine.msgtype != topic.msgtype:
+                raise BagError(f"{name} has type {mine.msgtype} in {paths[0]} and {topic.msgtype} "
+                               f"in {path}")
+            mine.messages += topic.messages
+        for msgtype, text in other.definitions.items():
+            bag.definitions.setdefault(msgtype, text)
+        bag.notes += other.notes
+        bag.truncated |= other.truncated
+        bag.messages_read += other.messages_read
+        if not bag.custom and isinstance(other.custom, dict):
+            bag.custom = other.custom
+    return bag
+
+
+def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: str | None = None,
                          joint_topic: str | None = None, imu_topic: str | None = None,
                          command_topic: str | None = None, reset_gap: float | None = None,
-                         marker_topic: str | None = "/sim_bridge/fallen") -> BagTransitions:
-    """Transitions of a bag in float64 (the rules are in the module docstring); topics not given
-    are the spec's (``ros`` section)."""
+                         marker_topic: str | None = "/sim_bridge/fallen", pairing: str | None = None,
+                         resume_after: float = 1.0) -> BagTransitions:
+    """Transitions of a bag, or of the bags of one session (a list), in float64 (the rules are in
+    the module docstring); topics and pairing not given are the spec's (``ros`` section)."""
     if not robot.uses_sensor_observation:
         raise BagError(f"robot '{robot.id}' observes through Gymnasium; bags carry JointState + Imu")
     the_task = robot.task(task or next(iter(robot.tasks)))
     joint_topic, imu_topic, command_topic = map(_topic, (joint_topic or robot.ros.state_topic,
                                                          imu_topic or robot.ros.imu_topic,
                                                          command_topic or robot.ros.command_topic))
+    pairing = pairing or robot.ros.pairing
+    if pairing not in PAIRINGS:
+        raise BagError(f"pairing must be one of {', '.join(PAIRINGS)}, got '{pairing}'")
     marker_topic = _topic(marker_topic) if marker_topic else None
     dt_ns = 1e9 * robot.control_dt
     reset_gap_ns = 5 * dt_ns if reset_gap is None else 1e9 * reset_gap
     if not reset_gap_ns > 0:
         raise BagError(f"reset_gap must be positive, got {reset_gap}")
+    if not resume_after > 0:
+        raise BagError(f"resume_after must be positive, got {resume_after}")
 
-    path = Path(bag_path)
-    wanted = {joint_topic, imu_topic, command_topic} | ({marker_topic} if marker_topic else set())
-    bag = _read_bag(path, wanted)
+    paths = [Path(p) for p in (bag_path if isinstance(bag_path, (list, tuple)) else [bag_path])]
+    uses_imu = _uses_imu(robot)
+    extra = _topic_terms(robot)
+    required = [(joint_topic, JOINT_STATE), *([(imu_topic, IMU)] if uses_imu else []),
+                (command_topic, robot.ros.command_type), *extra.items()]
+    wanted = {t for t, _ in required} | ({marker_topic} if marker_topic else set())
+    bag = _read_bags(paths, wanted)
     recorded_for = bag.custom.get("droil_robot") if isinstance(bag.custom, dict) else None
     if recorded_for and recorded_for != robot.id:
         bag.notes.append(f"recorded with robot '{recorded_for}' (converted as '{robot.id}')")
-    for topic, msgtype in ((joint_topic, JOINT_STATE), (imu_topic, IMU), (command_topic, COMMAND)):
+    for topic, msgtype in required:
         if topic not in bag.topics:
             raise bag.missing(f"no {topic} (topics: {', '.join(sorted(bag.topics)) or 'none'})")
         if bag.topics[topic].msgtype != msgtype:
             raise BagError(f"{topic} has type {bag.topics[topic].msgtype}, expected {msgtype}")
+    ts = bag_typestore({msgtype: bag.definitions[msgtype] for _, msgtype in required
+                        if msgtype in bag.definitions})
+    if robot.ros.command_type not in ts.types:
+        raise BagError(f"{command_topic} has type {robot.ros.command_type}, which the bag does not "
+                       f"define (no message definition in its storage file or metadata)")
     skipped: Counter[str] = Counter()  # reason -> count
 
     def decoded(topic: str, msgtype: str):
         messages = bag.topics[topic].messages if topic in bag.topics else []
-        for order, _, raw in messages:
+        for order, _, raw in sorted(messages, key=lambda m: m[0]):
             try:
-                yield order, decode_cdr(raw, msgtype)
+                yield order, decode_cdr(raw, msgtype, ts)
             except ValueError as exc:
                 skipped[f"undecodable {topic} ({exc})"] += 1
 
@@ -404,39 +515,82 @@ def read_bag_transitions(bag_path: str | Path, robot: RobotSpec, task: str | Non
     imus = [(order, _stamp(m), np.array([m.orientation.x, m.orientation.y, m.orientation.z,
                                          m.orientation.w]),
              _vector(m.angular_velocity), _vector(m.linear_acceleration))
-            for order, m in decoded(imu_topic, IMU)]
+            for order, m in (decoded(imu_topic, IMU) if uses_imu else ())]
     commands = []  # (order, action or None)
-    for order, m in decoded(command_topic, COMMAND):
-        effort = np.asarray(m.data, np.float64)
-        if effort.shape != (len(robot.actuators),) or not np.all(np.isfinite(effort)):
-            skipped[f"{command_topic} with {effort.size} values or NaN/Inf "
-                    f"(expected {len(robot.actuators)} finite efforts)"] += 1
+    n_actuators, fields_ = len(robot.actuators), robot.ros.command_field
+    for order, m in decoded(command_topic, robot.ros.command_type):
+        try:
+            values = np.concatenate([message_field(m, path) for path in fields_])
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            skipped[f"{command_topic} without {' + '.join(fields_)} ({exc.__class__.__name__}: "
+                    f"{exc})"] += 1
+            commands.append((order, None))
+            continue
+        if values.shape != (n_actuators,) or not np.all(np.isfinite(values)):
+            skipped[f"{command_topic} with {values.size} values or NaN/Inf in {' + '.join(fields_)} "
+                    f"(expected {n_actuators} finite {robot.ros.command_kind} commands)"] += 1
             commands.append((order, None))  # still the answer to its state: that state is dropped
             continue
-        commands.append((order, robot.command_to_action(effort)))
+        commands.append((order, robot.command_to_action(values)))
     markers = sorted(order for order, m in decoded(marker_topic, MARKER) if not m.data) \
         if marker_topic else []
-    for topic, items in ((joint_topic, joints), (imu_topic, imus), (command_topic, commands)):
-        if not items:
+    extras = {topic: list(decoded(topic, msgtype)) for topic, msgtype in extra.items()}
+    for topic, usable in ((joint_topic, joints), (imu_topic, imus or not uses_imu),
+                          (command_topic, any(c[1] is not None for c in commands)),
+                          *extras.items()):
+        if not usable:
             raise bag.missing(f"no usable messages on {topic}" + _reasons(skipped))
 
-    states = _pair_states(joints, imus, dt_ns / 2, robot, skipped)
+    states = _pair_states(joints, imus if uses_imu else None, extras, dt_ns, robot, skipped)
     if not states:
-        raise BagError("bag has no JointState with an Imu within half a control period"
+        raise BagError(f"bag has no state: {_SYNC_RULE[robot.ros.sync]}"
                        + _reasons(skipped))
-    transitions = _transitions(states, commands, markers, dt_ns, reset_gap_ns, robot, the_task)
+    counts: Counter[str] = Counter()
+    episodes: list[list] = []
+    transitions = _transitions(states, commands, markers, dt_ns, reset_gap_ns, robot, the_task,
+                               pairing, 1e9 * resume_after, counts, episodes)
     if transitions is None or not len(transitions[0]):
+        rule = ("no state answered by a command before the next state" if pairing == "answer"
+                else "no state after a command")
         raise BagError(f"bag has no transitions: {len(states)} states, {len(commands)} commands on "
-                       f"{command_topic}, no state answered by a command before the next state"
-                       + _reasons(skipped))
-    obs, actions, next_obs, times, terminals, timeouts, starts, counts = transitions
+                       f"{command_topic}, {rule}" + _reasons(skipped))
+    obs, actions, next_obs, times, terminals, timeouts, starts = transitions
     rewards = task_rewards(robot, the_task, next_obs, actions, times)
+    no_command = "without a command" if pairing == "answer" else "before the first command"
     report = (f"{len(obs)} transitions, {int(starts.sum())} episode starts, {int(terminals.sum())} "
-              f"falls from {len(states)} states; dropped: {counts['no_command']} states without a "
-              f"command, {counts['lost']} before a lost state, {counts['fallen']} after a fall"
+              f"falls from {len(states)} states ({pairing} pairing); dropped: "
+              f"{counts['no_command']} states {no_command}, {counts['lost']} before a lost state, "
+              f"{counts['fallen']} after a fall"
+              + (f", {counts['bad_command']} whose command was unusable" if counts["bad_command"] else "")
+              + (f", {counts['resumed']} episodes resumed after a fall" if counts["resumed"] else "")
               + "".join(f"; skipped {n} {reason}" for reason, n in skipped.most_common())
               + "".join(f"; {note}" for note in bag.notes))
-    return BagTransitions(obs, actions, next_obs, rewards, terminals, timeouts, starts, times, report)
+    details = [f"bags: {', '.join(map(str, paths))}",
+               *(f"  {topic}: {len(bag.topics[topic].messages)} messages ({msgtype})"
+                 for topic, msgtype in required),
+               f"states: {len(states)} (JointState"
+               + (f" + Imu, {robot.ros.sync})" if uses_imu else " only)"),
+               f"pairing: {pairing}",
+               f"kept: {len(obs)} transitions in {len(episodes)} episodes",
+               *(f"  episode {n}: {first:.3f}-{last:.3f} s, {count} transitions, ends {end}"
+                 for n, (_, first, last, count, end) in enumerate(episodes)),
+               "dropped:",
+               f"  {counts['no_command']} states {no_command}",
+               f"  {counts['bad_command']} states whose command was unusable (see skipped)",
+               f"  {counts['lost']} states before a lost state (more than {STEP_TOLERANCE} control "
+               f"periods to the next)",
+               f"  {counts['fallen']} states after a fall (until a reset or {resume_after:g} s "
+               f"upright within the task's init_tilt)",
+               *(f"skipped: {n} {reason}" for reason, n in skipped.most_common()),
+               *(f"note: {note}" for note in bag.notes)]
+    return BagTransitions(obs, actions, next_obs, rewards, terminals, timeouts, starts, times,
+                          report, f"bag {' + '.join(map(str, paths))}", details)
+
+
+_SYNC_RULE = {"nearest": "JointStates without an Imu within half a control period",
+              "interpolate_imu": "JointStates without Imus on both sides within a control period",
+              "interpolate_joints": "Imus without JointStates on both sides within a control period "
+                                    "(or with other joints)"}
 
 
 def _reasons(skipped: Counter) -> str:
@@ -448,71 +602,167 @@ def _reasons(skipped: Counter) -> str:
 @dataclass
 class _State:
     order: int  # when both messages were out: the earliest a command can answer it
+    measured: int  # when its JointState was out: the setpoint then is the one in force
     time: int  # header stamp (ns), or order time in bags without stamps
     obs: np.ndarray
 
 
-def _pair_states(joints, imus, half_ns: float, robot: RobotSpec, skipped: Counter) -> list[_State]:
-    stamped = any(j[1] for j in joints) and any(i[1] for i in imus)  # sim time starts at 0
+_LEVEL = (np.array([0.0, 0.0, 0.0, 1.0]), np.zeros(3), np.zeros(3))  # no Imu: level and still
+
+
+def _around(keys: list[int], t: int, dt_ns: float):
+    """Indices of the samples just before and after ``t`` and the weight of the later one; the
+    sample itself at an exact match; None unless both are within a control period of ``t``."""
+    i = bisect.bisect_left(keys, t)
+    if i < len(keys) and keys[i] == t:
+        return i, i, 0.0
+    if i == 0 or i == len(keys) or t - keys[i - 1] > dt_ns or keys[i] - t > dt_ns:
+        return None
+    return i - 1, i, (t - keys[i - 1]) / (keys[i] - keys[i - 1])
+
+
+def _blend_imu(a, b, w: float):
+    """Quaternions blended on the same hemisphere and normalised, vectors linearly."""
+    qb = b[2] if np.dot(a[2], b[2]) >= 0 else -b[2]
+    q = (1 - w) * a[2] + w * qb
+    return (b[0], b[1], q / np.linalg.norm(q), (1 - w) * a[3] + w * b[3], (1 - w) * a[4] + w * b[4])
+
+
+def _blend_joints(a, b, w: float, wrapped: set[str]):
+    """Values linearly; the positions of ``wrapped`` joints (``unwrap`` terms) along the shorter
+    way round. None where the two messages name other joints or carry other fields."""
+    if a[2] != b[2] or any(np.shape(x) != np.shape(y) for x, y in zip(a[3:], b[3:], strict=True)):
+        return None
+    step = b[3] - a[3]
+    turn = np.array([i < len(a[2]) and a[2][i] in wrapped for i in range(len(step))], bool)
+    step[turn] = np.mod(step[turn] + math.pi, 2 * math.pi) - math.pi
+    velocity, effort = ((1 - w) * x + w * y for x, y in zip(a[4:], b[4:], strict=True))
+    return b[0], b[1], b[2], a[3] + w * step, velocity, effort
+
+
+def _pair_states(joints, imus, extras: dict[str, list], dt_ns: float, robot: RobotSpec,
+                 skipped: Counter) -> list[_State]:
+    """States from JointStates and Imus synchronised as ``ros.sync`` says (``imus`` None: the
+    robot uses none, its states are the JointStates), with the latest message of each topic in
+    ``extras`` (topic -> [(order, message)] in order) out when the state's leading message was,
+    as a node's latest-message builder sees them."""
+    sync = robot.ros.sync if imus is not None else "nearest"
+    stamped = any(j[1] for j in joints) and (imus is None or any(i[1] for i in imus))
     key = 1 if stamped else 0
-    imus = sorted(imus, key=lambda i: i[key])
-    keys = [i[key] for i in imus]
+    joints = sorted(joints, key=lambda j: j[key])
+    imus = sorted(imus, key=lambda i: i[key]) if imus is not None else None
+    pairs = []  # (time, when the leading message was out, JointState, Imu) in time order
+    if sync == "interpolate_joints":
+        wrapped = {j for e in robot.observation for term in e.terms
+                   if term.unwrap and term.source == "joint_position" for j in term.joints}
+        keys = [j[key] for j in joints]
+        for imu in imus:
+            t, found = imu[key], _around(keys, imu[key], dt_ns)
+            joint = _blend_joints(joints[found[0]], joints[found[1]], found[2], wrapped) \
+                if found else None
+            pairs.append((t, imu[0], joint, imu))
+    else:
+        keys = [i[key] for i in imus] if imus is not None else []
+        for joint in joints:
+            t, order = joint[key], joint[0]
+            if imus is None:
+                imu = (order, t, *_LEVEL)
+            elif sync == "interpolate_imu":
+                found = _around(keys, t, dt_ns)
+                imu = _blend_imu(imus[found[0]], imus[found[1]], found[2]) if found else None
+            else:
+                lo = bisect.bisect_left(keys, t - dt_ns / 2)
+                hi = bisect.bisect_right(keys, t + dt_ns / 2)
+                imu = min(imus[lo:hi], key=lambda i: (abs(i[key] - t), abs(i[0] - order))) \
+                    if lo < hi else None
+            pairs.append((t, order, joint, imu))
+    extra_orders = {topic: [order for order, _ in items] for topic, items in extras.items()}
+    builder = robot.observation_builder()
     states = []
-    for order, stamp, names, position, velocity, effort in joints:
-        t = stamp if stamped else order
-        lo, hi = bisect.bisect_left(keys, t - half_ns), bisect.bisect_right(keys, t + half_ns)
-        if lo == hi:
-            skipped["JointStates without an Imu within half a control period"] += 1
+    for t, measured, joint, imu in pairs:
+        if joint is None or imu is None:
+            skipped[_SYNC_RULE[sync]] += 1
             continue
-        imu = min(imus[lo:hi], key=lambda i: (abs(i[key] - t), abs(i[0] - order)))
-        readings = SensorReadings(names, position, velocity, effort, imu[2], imu[3], imu[4])
+        messages = {}
+        for topic, items in extras.items():
+            i = bisect.bisect_right(extra_orders[topic], measured) - 1
+            if i >= 0:
+                messages[topic] = items[i][1]
+        readings = SensorReadings(joint[2], *joint[3:], *imu[2:], messages)
         try:
-            obs = robot.build_observation(readings)
+            obs = builder(readings)
         except ValueError as exc:
             skipped[f"states ({exc})"] += 1
             continue
         if not np.all(np.isfinite(obs)):
             skipped["states with NaN/Inf in the observation"] += 1
             continue
-        states.append(_State(max(order, imu[0]), t, obs))
+        states.append(_State(max(joint[0], imu[0]), measured, t, obs))
     states.sort(key=lambda s: s.order)
     return states
 
 
 def _transitions(states: list[_State], commands, markers: list[int], dt_ns: float,
-                 reset_gap_ns: float, robot: RobotSpec, task: Task):
+                 reset_gap_ns: float, robot: RobotSpec, task: Task, pairing: str,
+                 resume_ns: float, counts: Counter, episodes: list):
+    """Rows of transitions; ``counts`` gets the drops by reason, ``episodes`` one entry per
+    episode: its first state's index, first and last time (seconds since the first state),
+    transitions, how it ends."""
     commands = sorted(commands, key=lambda c: c[0])
     command_orders = [c[0] for c in commands]
     theta = robot.obs_names.index("theta") if "theta" in robot.obs_names else None
     rows: dict[str, list] = defaultdict(list)
-    counts = Counter(no_command=0, lost=0, fallen=0)
+    counts.update(no_command=0, bad_command=0, lost=0, fallen=0, resumed=0)
     episode_start = 0  # index of the current episode's first state
     fallen = False
+    upright_since = None  # after a fall: time of the first state of the current upright run
     previous = None  # index of the state that ended the last transition
+    t0 = states[0].time
+
+    def start(k: int) -> None:
+        nonlocal episode_start, fallen, upright_since
+        episode_start, fallen, upright_since = k, False, None
+
     for k in range(len(states) - 1):
         s, s1 = states[k], states[k + 1]
         if k == 0 or _new_episode(states[k - 1], s, markers, reset_gap_ns):
-            episode_start, fallen = k, False
+            start(k)
         if _new_episode(s, s1, markers, reset_gap_ns):
             continue  # s is its episode's last state
         if fallen:
-            counts["fallen"] += 1
-            continue
+            if abs(s.obs[theta]) >= task.init_tilt:
+                upright_since = None
+            elif upright_since is None:
+                upright_since = s.time
+            if upright_since is None or s.time - upright_since < resume_ns:
+                counts["fallen"] += 1
+                continue
+            start(k)  # back up for a while on a continuous recording: a new episode
+            counts["resumed"] += 1
         if s1.time - s.time > STEP_TOLERANCE * dt_ns:
             counts["lost"] += 1
             continue
-        i = bisect.bisect_right(command_orders, s.order)
-        if i == len(commands) or command_orders[i] >= s1.order or commands[i][1] is None:
-            counts["no_command"] += 1
+        if pairing == "answer":
+            i = bisect.bisect_right(command_orders, s.order)
+            valid = i < len(commands) and command_orders[i] < s1.order
+        else:
+            i = bisect.bisect_right(command_orders, s.measured) - 1
+            valid = i >= 0
+        if not valid or commands[i][1] is None:
+            counts["no_command" if not valid else "bad_command"] += 1
             continue
         terminal = theta is not None and abs(s1.obs[theta]) > task.fall_tilt
         if previous != k and rows["timeouts"]:
             rows["timeouts"][-1] = not rows["terminals"][-1]  # the run before a hole is cut
+        if not episodes or episodes[-1][0] != episode_start:
+            episodes.append([episode_start, (s.time - t0) / 1e9, 0.0, 0, ""])
         for name, value in (("obs", s.obs), ("actions", commands[i][1]), ("next_obs", s1.obs),
                             ("times", (s1.time - states[episode_start].time) / 1e9),
                             ("terminals", terminal), ("timeouts", False),
                             ("starts", k == episode_start)):
             rows[name].append(value)
+        episodes[-1][2:] = [(s1.time - t0) / 1e9, episodes[-1][3] + 1,
+                            "in a fall" if terminal else "in a time-out"]
         previous, fallen = k + 1, terminal
     if not rows["obs"]:
         return None
@@ -520,7 +770,7 @@ def _transitions(states: list[_State], commands, markers: list[int], dt_ns: floa
     timeouts[-1] = not rows["terminals"][-1]
     return (np.array(rows["obs"]), np.array(rows["actions"]), np.array(rows["next_obs"]),
             np.array(rows["times"]), np.array(rows["terminals"], bool), timeouts,
-            np.array(rows["starts"], bool), counts)
+            np.array(rows["starts"], bool))
 
 
 def _new_episode(before: _State, after: _State, markers: list[int], reset_gap_ns: float) -> bool:
@@ -531,18 +781,16 @@ def _new_episode(before: _State, after: _State, markers: list[int], reset_gap_ns
     return i < len(markers) and markers[i] <= after.order
 
 
-def dataset_from_bag(bag_path: str | Path, robot: RobotSpec, task: str | None = None,
+def dataset_from_bag(bag_path: str | Path | list, robot: RobotSpec, task: str | None = None,
                      joint_topic: str | None = None, imu_topic: str | None = None,
                      command_topic: str | None = None, reset_gap: float | None = None,
-                     marker_topic: str | None = "/sim_bridge/fallen") -> TransitionDataset:
-    """A transition dataset from a rosbag2 bag (rules in the module docstring); BagError (a
-    DatasetError, one line) when the bag is missing, unreadable or has no transition."""
-    t = read_bag_transitions(bag_path, robot, task, joint_topic, imu_topic, command_topic,
-                             reset_gap, marker_topic)
-    return TransitionDataset.from_arrays(
-        robot, f"bag {bag_path}: {t.report}", observations=t.observations, actions=t.actions,
-        next_observations=t.next_observations, rewards=t.rewards, terminals=t.terminals,
-        timeouts=t.timeouts, episode_starts=t.episode_starts)
+                     marker_topic: str | None = "/sim_bridge/fallen", pairing: str | None = None,
+                     resume_after: float = 1.0) -> TransitionDataset:
+    """A transition dataset from a rosbag2 bag, or the bags of one session (rules in the module
+    docstring); BagError (a DatasetError, one line) when a bag is missing, unreadable or has no
+    transition."""
+    return read_bag_transitions(bag_path, robot, task, joint_topic, imu_topic, command_topic,
+                                reset_gap, marker_topic, pairing, resume_after).to_dataset(robot)
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,9 +856,10 @@ class BagWriter:
     def message_count(self) -> int:
         return sum(self.counts.values())
 
-    def add_topic(self, topic: str, msgtype: str) -> int:
-        """Register a topic (type known to rosbags' Kilted typestore); returns its channel id."""
-        ts = typestore()
+    def add_topic(self, topic: str, msgtype: str, ts=None) -> int:
+        """Register a topic whose type ``ts`` (default rosbags' Kilted typestore) knows; its
+        definition goes into the file. Returns the channel id."""
+        ts = ts or typestore()
         try:
             msgdef, _ = ts.generate_msgdef(msgtype, ros_version=2)
             rihs01 = ts.hash_rihs01(msgtype)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -28,22 +29,27 @@ IMU_SOURCES = (
     "imu_angular_velocity_x", "imu_angular_velocity_y", "imu_angular_velocity_z",
     "imu_linear_acceleration_x", "imu_linear_acceleration_y", "imu_linear_acceleration_z",
 )
+TOPIC_SOURCE = "topic"  # a field of any message: topic, type and field path in the term
 REDUCERS = {"mean": np.mean, "sum": np.sum}
 REWARD_TERMS = ("alive", "theta", "x", "x_dot_error", "action")
 SPEC_KEYS = ("id", "description", "model", "gymnasium_id", "control_rate_hz", "geometry", "joints",
              "imu", "actuators", "observation", "action", "perturbation_targets", "tasks", "ros")
 ROBOT_PATH_ENV = "DROIL_ROBOT_PATH"
-COMMAND_TYPES = ("std_msgs/msg/Float64MultiArray",)
+MESSAGE_TYPE = re.compile(r"[A-Za-z]\w*/msg/[A-Za-z]\w*")
+FIELD_PATH = re.compile(r"[A-Za-z]\w*(\[\d+\])*(\.[A-Za-z]\w*(\[\d+\])*)*")
 COMMAND_KINDS = ("effort", "velocity", "position")
 JOINT_ORDERS = ("by_name", "by_index")
 # An observation element beyond +-this (in its own SI unit) is a broken sensor, not a state: the
 # default of an element's optional ``low``/``high`` (a policy never saw such values in training).
 OBS_BOUND = 1e6
+PAIRINGS = ("answer", "hold")
+SYNCS = ("nearest", "interpolate_imu", "interpolate_joints")
 
 
 @dataclass(frozen=True)
 class SensorReadings:
-    """What a JointState and an Imu message carry; quaternion in ROS order (x, y, z, w)."""
+    """What a JointState and an Imu message carry; quaternion in ROS order (x, y, z, w).
+    ``messages``: the latest message of each topic that ``source: topic`` terms read."""
 
     joint_names: tuple[str, ...]
     position: np.ndarray
@@ -52,6 +58,17 @@ class SensorReadings:
     orientation: np.ndarray
     angular_velocity: np.ndarray
     linear_acceleration: np.ndarray
+    messages: dict = field(default_factory=dict)
+
+
+def message_field(msg, path: str) -> np.ndarray:
+    """The numbers at a field path (``points[0].velocities``) of a decoded message, flattened."""
+    value = msg
+    for name, indexes in re.findall(r"(\w+)((?:\[\d+\])*)", path):
+        value = getattr(value, name)
+        for i in re.findall(r"\d+", indexes):
+            value = value[int(i)]
+    return np.asarray(value, np.float64).ravel()
 
 
 def quaternion_to_rpy(q_xyzw: np.ndarray) -> tuple[float, float, float]:
@@ -65,10 +82,20 @@ def quaternion_to_rpy(q_xyzw: np.ndarray) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class ObsTerm:
+    """``scale * (reduce(values) + offset)``; ``unwrap``: an angle that wraps at +-pi is followed
+    across the wrap (each joint's value before the reduction), which needs the previous message:
+    see ``ObservationBuilder``. ``source: topic`` reads ``field`` of the ``type`` messages on
+    ``topic`` (the bag converter reads them; the nodes do not subscribe to them yet)."""
+
     source: str
     joints: tuple[str, ...] = ()
     reduce: str = "mean"
     scale: float = 1.0
+    offset: float = 0.0
+    unwrap: bool = False
+    topic: str = ""
+    type: str = ""
+    field: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,14 +130,23 @@ class Task:
 class RosInterface:
     """The robot's ROS interface (spec section ``ros``; defaults: what sim_bridge speaks). The bag
     converter reads it; the nodes still use the defaults. ``joints: by_index`` reads JointStates
-    without names, their values in the order of the spec's ``joints``."""
+    without names, their values in the order of the spec's ``joints``. ``command_type`` is any
+    ``pkg/msg/Type`` (a bag carries the definitions of its types); ``command_field`` is the field
+    path, or one path per actuator, holding the actuators' values (``data``, ``velocity``,
+    ``points[0].velocities``). ``pairing``: ``answer`` (the command computed from a state) or
+    ``hold`` (the setpoint in force at a state); ``sync``: a state is a JointState with the
+    ``nearest`` Imu, with the Imu interpolated to its stamp (``interpolate_imu``), or an Imu
+    with the JointStates interpolated to its stamp (``interpolate_joints``)."""
 
     state_topic: str = "/joint_states"
     imu_topic: str = "/imu/data"
     command_topic: str = "/effort_controller/commands"
     command_type: str = "std_msgs/msg/Float64MultiArray"
+    command_field: tuple[str, ...] = ("data",)
     command_kind: str = "effort"
     joints: str = "by_name"
+    pairing: str = "answer"
+    sync: str = "nearest"
 
 
 @dataclass(frozen=True)
@@ -227,7 +263,16 @@ class RobotSpec:
         return self._command_inverse @ np.asarray(effort, dtype=np.float64)
 
     def build_observation(self, readings: SensorReadings) -> np.ndarray:
-        """Observation vector from sensor readings, joints looked up by name."""
+        """Observation vector from one message's sensor readings, joints looked up by name. Terms
+        with ``unwrap`` take the angle as read (within +-pi): following it across the wrap needs
+        the messages before, which ``observation_builder()`` keeps."""
+        return self._observe(readings, None)
+
+    def observation_builder(self) -> ObservationBuilder:
+        """A builder that unwraps ``unwrap`` terms along a stream of readings (one per stream)."""
+        return ObservationBuilder(self)
+
+    def _observe(self, readings: SensorReadings, history: dict | None) -> np.ndarray:
         if not self.observation:
             raise SpecError(f"robot '{self.id}' observes through Gymnasium, not JointState/Imu")
         index = {name: i for i, name in enumerate(readings.joint_names)}
@@ -245,20 +290,52 @@ class RobotSpec:
         }
         obs = np.zeros(len(self.observation))
         for k, element in enumerate(self.observation):
-            for term in element.terms:
+            for n, term in enumerate(element.terms):
                 if term.source in imu_values:
-                    value = imu_values[term.source]
+                    values = np.array([imu_values[term.source]])
+                elif term.source == TOPIC_SOURCE:
+                    if term.topic not in readings.messages:
+                        raise ValueError(f"no message on {term.topic} for '{element.name}'")
+                    values = message_field(readings.messages[term.topic], term.field)
+                    if not values.size:
+                        raise ValueError(f"{term.topic} has no {term.field} for '{element.name}'")
                 else:
-                    values = fields[term.source]
                     missing = [j for j in term.joints if j not in index]
                     if missing:
                         raise ValueError(f"joint state lacks joints {missing} needed for '{element.name}'")
                     picked = [index[j] for j in term.joints]
-                    if max(picked) >= len(values):
+                    if max(picked) >= len(fields[term.source]):
                         raise ValueError(f"joint state has no {term.source} for '{element.name}'")
-                    value = REDUCERS[term.reduce](np.asarray(values)[picked])
-                obs[k] += term.scale * value
+                    values = np.asarray(fields[term.source], np.float64)[picked]
+                if term.unwrap and history is not None:
+                    values = _unwrap(history, (k, n), values)
+                obs[k] += term.scale * (REDUCERS[term.reduce](values) + term.offset)
         return obs
+
+
+def _unwrap(history: dict, key, values: np.ndarray) -> np.ndarray:
+    """Follow angles across +-pi: each step is the wrapped difference to the previous reading."""
+    out = values
+    if key in history:
+        raw, unwrapped = history[key]
+        step = np.mod(values - raw + math.pi, 2 * math.pi) - math.pi
+        out = np.where(np.isfinite(step), unwrapped + step, values)  # after a NaN: starts over
+    history[key] = (values, out)
+    return out
+
+
+class ObservationBuilder:
+    """``RobotSpec.build_observation`` for a stream of readings, ``unwrap`` terms followed across
+    the wrap from the first reading on. The bag converter uses one per recording; a node serving
+    a spec with ``unwrap`` terms needs one per sensor stream (restarted on a reset), so that the
+    policy sees what the dataset holds."""
+
+    def __init__(self, robot: RobotSpec):
+        self.robot = robot
+        self.history: dict = {}
+
+    def __call__(self, readings: SensorReadings) -> np.ndarray:
+        return self.robot._observe(readings, self.history)
 
 
 def task_rewards(robot: RobotSpec, task: Task, next_obs: np.ndarray, actions: np.ndarray,
@@ -303,12 +380,22 @@ def _parse_observation(raw, joints: tuple[str, ...], where: str):
                 unknown = [j for j in term_joints if j not in joints]
                 if unknown:
                     raise SpecError(f"{where}: observation '{name}' names unknown joints {unknown}")
+            elif source == TOPIC_SOURCE:
+                topic, msgtype, path = (str(t.get(k, "")).strip() for k in ("topic", "type", "field"))
+                if not (topic.strip("/") and MESSAGE_TYPE.fullmatch(msgtype)
+                        and FIELD_PATH.fullmatch(path)):
+                    raise SpecError(f"{where}: observation '{name}': source topic needs 'topic', "
+                                    f"'type' (pkg/msg/Type) and 'field' (a field path)")
+                t = {**t, "topic": "/" + topic.lstrip("/")}
             elif source not in IMU_SOURCES:
                 raise SpecError(f"{where}: observation '{name}': unknown source '{source}'")
             reduce = t.get("reduce", "mean")
             if reduce not in REDUCERS:
                 raise SpecError(f"{where}: observation '{name}': unknown reduce '{reduce}'")
-            terms.append(ObsTerm(source, term_joints, reduce, float(t.get("scale", 1.0))))
+            _refuse_unknown(t, [f.name for f in fields(ObsTerm)], f"{where}: observation '{name}' term")
+            terms.append(ObsTerm(source, term_joints, reduce, float(t.get("scale", 1.0)),
+                                 float(t.get("offset", 0.0)), bool(t.get("unwrap", False)),
+                                 *(str(t.get(k, "")) for k in ("topic", "type", "field"))))
         low, high = float(item.get("low", -OBS_BOUND)), float(item.get("high", OBS_BOUND))
         if not low < high:
             raise SpecError(f"{where}: observation '{name}': low must be below high")
@@ -425,7 +512,15 @@ def _parse_ros(raw, where: str) -> RosInterface:
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: 'ros' must be a mapping")
     _refuse_unknown(raw, [f.name for f in fields(RosInterface)], f"{where}: ros")
-    values = {k: str(v).strip() for k, v in raw.items()}
+    values = {k: str(v).strip() for k, v in raw.items() if k != "command_field"}
+    if "command_field" in raw:
+        paths = raw["command_field"]
+        paths = tuple(str(p).strip() for p in (paths if isinstance(paths, list) else [paths]))
+        bad = [p for p in paths if not FIELD_PATH.fullmatch(p)]
+        if bad or not paths:
+            raise SpecError(f"{where}: ros.command_field {bad[0] if bad else '[]'!r} is not a field "
+                            f"path (e.g. data, velocity, points[0].velocities)")
+        values["command_field"] = paths
     for key in ("state_topic", "imu_topic", "command_topic"):
         if key in values:
             if not values[key].strip("/"):
@@ -436,8 +531,11 @@ def _parse_ros(raw, where: str) -> RosInterface:
         if not package.endswith("/msg"):  # ROS 1 style std_msgs/Float64MultiArray
             values["command_type"] = f"{package}/msg/{name}"
     ros = RosInterface(**values)
-    for key, choices in (("command_type", COMMAND_TYPES), ("command_kind", COMMAND_KINDS),
-                         ("joints", JOINT_ORDERS)):
+    if not MESSAGE_TYPE.fullmatch(ros.command_type):
+        raise SpecError(f"{where}: ros.command_type '{raw['command_type']}' is not a message type "
+                        f"(pkg/msg/Type)")
+    for key, choices in (("command_kind", COMMAND_KINDS), ("joints", JOINT_ORDERS),
+                         ("pairing", PAIRINGS), ("sync", SYNCS)):
         if getattr(ros, key) not in choices:
             raise SpecError(f"{where}: ros.{key} '{raw[key]}' is not supported (one of: "
                             f"{', '.join(choices)})")
