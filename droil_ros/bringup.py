@@ -99,11 +99,9 @@ def read_bringup(name_or_path: str) -> list[BringupNode]:
 
 
 def _in_share(value):
-    """``$(share)/...`` in a bringup file: a file installed with the package (as launch's
-    ``$(find-pkg-share droil_ros)``), wherever it is installed."""
-    if isinstance(value, str) and value.startswith(SHARE):
-        return str(data_path()) + value[len(SHARE):]
-    return value
+    """``$(share)`` in a bringup file: where the package's data is installed (as launch's
+    ``$(find-pkg-share droil_ros)``)."""
+    return value.replace(SHARE, str(data_path())) if isinstance(value, str) else value
 
 
 def _parameters(entry: dict) -> dict:
@@ -128,13 +126,15 @@ def launch_arguments(name_or_path: str) -> list[LaunchArgument]:
 def load_bringup(name_or_path: str, overrides: list[str] | dict[str, str] = ()) -> list[BringupNode]:
     """Nodes of a bringup file with overrides applied: ``node.param:=value``,
     ``node.enabled:=false``, or a global argument (``namespace``, ``use_sim_time``, ``robot``,
-    ``policy_path``). DroilError, one line, for anything that names no node of the file, a
-    global that does not exist, or a value a switch cannot take."""
+    ``policy_path``; a node's own argument wins over a global one). DroilError, one line, for
+    anything that names no node of the file, a global that does not exist, or a value a switch
+    cannot take."""
     nodes = read_bringup(name_or_path)
     by_name = {n.executable: n for n in nodes}
     where = bringup_path(name_or_path).stem
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
-    for target, value in items:
+    # globals first: a node's own argument is more specific and wins
+    for target, value in sorted(items, key=lambda item: "." in item[0]):
         executable, dot, key = target.partition(".")
         if not dot:
             _apply_global(nodes, target, value, where)
@@ -294,10 +294,10 @@ def supervise(nodes: list[BringupNode], log=print) -> int:
 def launch_nodes(name: str, configurations: dict[str, str]) -> list[BringupNode]:
     """The nodes a launch of bringup ``name`` starts, given its launch configurations: those
     that name one of its arguments or nodes apply; others (a parent launch file's) are not ours."""
-    declared = {a.name for a in launch_arguments(name)}
+    defaults = {a.name: a.default for a in launch_arguments(name)}
     ours = {n.executable for n in read_bringup(name)}
-    return load_bringup(name, {k: v for k, v in configurations.items()
-                               if k in declared or k.partition(".")[0] in ours})
+    return load_bringup(name, {k: v for k, v in configurations.items()  # a default changes nothing
+                               if (k in defaults or k.partition(".")[0] in ours) and v != defaults.get(k)})
 
 
 def launch_description(name: str):

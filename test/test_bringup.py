@@ -73,6 +73,8 @@ def test_global_arguments_reach_every_node_they_concern():
         assert node.parameters["use_sim_time"] is True and node.parameters["robot"] == "my_robot.yaml"
         assert node.ros_args()[:3] == ["--ros-args", "-r", "__ns:=/robot1"]
     assert nodes["policy"].parameters["policy_path"] == "be.onnx"
+    both = load_bringup("sim", ["sim_bridge.robot:=mine.yaml", "robot:=all.yaml"])
+    assert [n.parameters["robot"] for n in both] == ["mine.yaml", "all.yaml", "all.yaml"]
     assert all("use_sim_time" not in n.parameters for n in load_bringup("sim", ["use_sim_time:="]))
 
 
@@ -94,10 +96,12 @@ def test_bad_overrides_are_one_line_errors(override, message):
 def test_a_launch_takes_its_own_configurations_and_leaves_a_parents_alone():
     configurations = {a.name: a.default for a in launch_arguments("sim")}  # declared defaults
     configurations.update({"camera.fps": "30", "world": "moon",  # a parent launch file's
+                           "policy_path": "be.onnx",  # a global beside policy.policy_path's default
                            "lqr_expert.enabled": "false", "policy.enabled": "true",
                            "sim_bridge.lockstep_timeout": "20.0"})  # undeclared: the node checks
     nodes = {n.executable: n for n in launch_nodes("sim", configurations)}
     assert not nodes["lqr_expert"].enabled and nodes["policy"].enabled
+    assert nodes["policy"].parameters["policy_path"] == "be.onnx"
     assert nodes["sim_bridge"].parameters == {**read_bringup("sim")[0].parameters, "lockstep_timeout": 20.0}
 
 

@@ -111,7 +111,7 @@ def sim_lqr(exits):
 def sim_policy(exits, policies):
     return bringup("sim.launch.py", exits, policy_path=policies[0],
                    **{"lqr_expert.enabled": "false", "policy.enabled": "true",
-                      "sim_bridge.initial_tilt": 0.1})
+                      "policy.policy_dir": policies[0].parent, "sim_bridge.initial_tilt": 0.1})
 
 
 @launch_pytest.fixture

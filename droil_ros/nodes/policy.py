@@ -250,9 +250,10 @@ class PolicyNode(LifecycleNode):
         self.auto_swap = declare("auto_swap", False, describe(
             "hot-swap to the policy paths announced on /droil/policy_updates (read-only: no other "
             "node may turn it on)", read_only=True)).value
-        self.policy_dir = Path(declare("policy_dir", ".", describe(
-            "the only directory policies load from (with its subdirectories; symlinks must resolve "
-            "inside it too); default: the node's working directory", read_only=True)).value).resolve()
+        self.policy_dirs = tuple(Path(d).resolve() for d in declare("policy_dir", ".", describe(
+            "the only directories policies load from, separated by ':' (with their subdirectories; "
+            "symlinks must resolve inside them too); default: the node's working directory",
+            read_only=True)).value.split(":") if d)
         self.max_policy_bytes = declare("max_policy_bytes", 2 * 2**20, describe(
             "largest policy file read (bytes), checked before reading it; vetting then refuses a "
             "session build over one control period of CPU (about 2.8 ms per MiB here), since the "
@@ -304,8 +305,9 @@ class PolicyNode(LifecycleNode):
                             ("quaternion_tolerance", self.quaternion_tolerance)):
             if not value > 0:
                 raise DroilError(f"{name} must be positive, got {value}")
-        if not self.policy_dir.is_dir():
-            raise DroilError(f"policy_dir {self.policy_dir} is not a directory")
+        for folder in self.policy_dirs or [Path("")]:
+            if not folder.is_dir():
+                raise DroilError(f"policy_dir {folder} is not a directory")
         if not math.isclose(self.rate, self.spec.control_rate_hz):
             self.get_logger().warning(f"control_rate_hz {self.rate:g} differs from the robot spec's "
                                       f"{self.spec.control_rate_hz:g}: policies were trained at that rate")
@@ -384,7 +386,7 @@ class PolicyNode(LifecycleNode):
         if autostart:
             self.autostart_timer = self.create_timer(0.0, self._autostart, clock=self.steady)
         self.get_logger().info(f"{self.spec.id}: {self.rate:g} Hz, max_obs_age {self.max_obs_age:g} s, "
-                               f"policies from {self.policy_dir}; "
+                               f"policies from {':'.join(map(str, self.policy_dirs))}; "
                                + ("configuring and activating" if autostart else
                                   "unconfigured (configure and activate through ~/change_state)"))
 
@@ -717,8 +719,8 @@ class PolicyNode(LifecycleNode):
             return f"policy file not found: {_short(value)}"
         except (OSError, RuntimeError) as exc:  # e.g. a name too long, a symlink loop
             return f"policy file not usable: {_short(value)}: {getattr(exc, 'strerror', None) or exc}"
-        if not resolved.is_relative_to(self.policy_dir):
-            return f"{_short(value)} resolves outside policy_dir {self.policy_dir}"
+        if not any(resolved.is_relative_to(folder) for folder in self.policy_dirs):
+            return f"{_short(value)} resolves outside policy_dir {':'.join(map(str, self.policy_dirs))}"
         if not resolved.is_file():
             return f"{_short(value)}: not a regular file"
         return ""
