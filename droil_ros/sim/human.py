@@ -119,7 +119,7 @@ class HumanDemonstrator:
         self.weights = np.array([1.0, params.x_gain, 1.0, 1.0])
         self.hold_steps = max(1, int(round(1.0 / (params.joystick_hz * dt))))
         self.u_max = float(robot.action_high[0])
-        self.step_size = 2 * self.u_max / (2 ** params.bits - 1)
+        self.step_size = self.u_max / (2 ** (params.bits - 1) - 1)  # signed: -127..127 steps
         self.remnant = OrnsteinUhlenbeck(params.ou_sigma * self.u_max, params.ou_tau, dt)
         self.log_gain = OrnsteinUhlenbeck(params.gain_jitter, params.gain_tau, dt)
         self.own_rng = np.random.default_rng(seed)
