@@ -278,7 +278,8 @@ def build_parser() -> Parser:
 
     sim = sub.add_parser("sim", help="run a controller in closed loop in the simulator")
     sim.add_argument("--robot", default="wheel_legged", help=ROBOT_HELP)
-    sim.add_argument("--controller", default="lqr", help="lqr | zero")
+    sim.add_argument("--controller", default="lqr",
+                     help="lqr | human (nominal simulated person) | zero | PATH.onnx")
     sim.add_argument("--task", default=None, help="task of the robot spec (default: its first)")
     sim.add_argument("--seconds", type=positive_float, default=None,
                      help="episode length (default: the task's)")
