@@ -51,8 +51,8 @@ def test_actions_are_joystick_commands_within_limits():
 
 
 def test_balances_mediocrely_and_worse_than_the_lqr():
-    """10 s episodes from the task's random tilts (the 30 s sessions of the results sit at
-    60-85 % of the LQR: docs/results/human_demonstrator); driving costs the person most."""
+    """10 s episodes from the task's random tilts (30 s sessions: docs/results/human_demonstrator);
+    driving costs the person most, its speed error weighing 5x."""
     spec = load_spec("wheel_legged")
     for task, low, high in (("stand", 0.8, 0.95), ("drive", 0.45, 0.85)):
         v_ref = spec.task(task).v_ref

@@ -37,6 +37,20 @@ BC_STEPS, BC_SEEDS = 5000, 3
 EVAL = ["--episodes", "10", "--seconds", "30", "--seed", "1000"]  # the task's random tilts
 
 
+FINDINGS = """\
+- The demonstrators balance without falling but are clearly worse than the LQR, most of all when
+  driving, where the speed error weighs 5x: their motor noise and weak position feedback show as
+  speed wander and drift.
+- BC on 10,000 human transitions is below the LQR and its seeds disagree. Its falls come 11-18 s
+  into an episode, not at the start (the data holds tilts up to 0.29 rad): compounding error, as
+  the person's command depends on what the observation does not hold (delay, held stick, lapses,
+  noise), so BC learns a blurred average. Driving adds the observation's unbounded x (audit §3):
+  the data spans x = 0..5.7 m, 30 s of evaluation reaches 6 m, and the person's x reference is
+  hidden, so BC cannot be a function of what it sees.
+- So BC on human data is clearly below the LQR: the precondition for testing the D2MIL / DWBC
+  claims on this robot (not done here)."""
+
+
 def session_scores(controller, task: str) -> list[dict]:
     """``SESSIONS`` sessions, each started within START_TILT of upright (the same for everyone)."""
     env = make_env(ROBOT, task)
@@ -153,7 +167,7 @@ def markdown(panel: dict, bc: dict, commands: list[str]) -> str:
                          f"{100 * row['fraction_of_lqr']:.0f} % | {row['falls']}/{row['episodes']} | "
                          f"{speed} |")
         lines.append("")
-    lines += ["## Commands", "", "```", *commands, "```", ""]
+    lines += ["## Reading", "", FINDINGS, "", "## Commands", "", "```", *commands, "```", ""]
     return "\n".join(lines)
 
 
