@@ -1,7 +1,7 @@
 """human_demo over real DDS: sim_bridge (lockstep) + human_demo + demo_recorder as processes, the
 recording path of simulated human demonstrations: the bag converts into a dataset whose actions
 are the person's stick commands, the same ones the core model gives on the recorded states.
-This module draws its ROS domain from 161..170.
+This module draws its ROS domain from 66..70.
 """
 
 import random
@@ -18,7 +18,7 @@ from droil_ros.robots import load_spec
 from droil_ros.sim.human import HumanDemonstrator, demonstrators
 from droil_ros.sim.lqr import LQRController
 
-DOMAIN = random.randint(161, 170)
+DOMAIN = random.randint(66, 70)
 ROS_ENV = ros_env(DOMAIN)
 SPEC = load_spec("wheel_legged")
 

@@ -6,7 +6,7 @@ from geometry_msgs.msg import Twist
 from rosgraph import ProbeNode, graph_fixtures, ros_env
 from sensor_msgs.msg import Joy
 
-DOMAIN = random.randint(61, 70)
+DOMAIN = random.randint(61, 65)
 ROS_ENV = ros_env(DOMAIN)
 
 
