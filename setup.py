@@ -45,6 +45,7 @@ setup(
             "demo_recorder = droil_ros.nodes.demo_recorder:main",
             "policy = droil_ros.nodes.policy:main",
             "teleop = droil_ros.nodes.teleop:main",
+            "human_demo = droil_ros.nodes.human_demo:main",
             "trainer = droil_ros.nodes.trainer:main",
         ],
     },

@@ -25,7 +25,7 @@ import yaml
 from droil_ros.errors import DroilError
 from droil_ros.resources import data_path
 
-EXECUTABLES = ("sim_bridge", "lqr_expert", "policy", "teleop", "demo_recorder", "trainer")
+EXECUTABLES = ("sim_bridge", "lqr_expert", "human_demo", "policy", "teleop", "demo_recorder", "trainer")
 GRACE = 5.0  # seconds a node gets to shut down cleanly (the policy node sends a last safe command)
 
 

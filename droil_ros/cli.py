@@ -83,7 +83,8 @@ def cmd_collect(args) -> int:
     from droil_ros.data.collect import collect
 
     dataset = collect(args.robot, args.expert, args.episodes, seed=args.seed, perturb=args.perturb,
-                      task=args.task, seconds=args.seconds, noise=args.noise, domain=args.domain)
+                      task=args.task, seconds=args.seconds, noise=args.noise, domain=args.domain,
+                      demonstrators=args.demonstrators)
     path = dataset.save(args.out)
     print(f"{path}: {len(dataset)} transitions, {dataset.n_episodes} episodes, "
           f"{int(dataset.terminals.sum())} falls, robot {dataset.robot_id}, hash {dataset.hash}")
@@ -285,7 +286,8 @@ def build_parser() -> Parser:
 
     sim = sub.add_parser("sim", help="run a controller in closed loop in the simulator")
     sim.add_argument("--robot", default="wheel_legged", help=ROBOT_HELP)
-    sim.add_argument("--controller", default="lqr", help="lqr | zero")
+    sim.add_argument("--controller", default="lqr",
+                     help="lqr | human (nominal simulated person) | zero | PATH.onnx")
     sim.add_argument("--task", default=None, help="task of the robot spec (default: its first)")
     sim.add_argument("--seconds", type=positive_float, default=None,
                      help="episode length (default: the task's)")
@@ -298,7 +300,8 @@ def build_parser() -> Parser:
 
     collect = sub.add_parser("collect", help="collect a transition dataset in the simulator")
     collect.add_argument("--robot", default="wheel_legged", help=ROBOT_HELP)
-    collect.add_argument("--expert", default="lqr", help="lqr | noisy_lqr | PATH.onnx")
+    collect.add_argument("--expert", default="lqr",
+                         help="lqr | noisy_lqr | human (simulated joystick demonstrators) | PATH.onnx")
     collect.add_argument("--episodes", type=positive_int, default=10)
     collect.add_argument("--out", required=True, help="dataset file (.npz)")
     collect.add_argument("--task", default=None)
@@ -307,6 +310,8 @@ def build_parser() -> Parser:
     collect.add_argument("--perturb", default=None, help="dynamics of the data, e.g. mass=1.5")
     collect.add_argument("--noise", type=float, default=0.3,
                          help="noisy_lqr: action noise std as a fraction of the half range")
+    collect.add_argument("--demonstrators", type=positive_int, default=1,
+                         help="human: demonstrators drawn from --seed, taking turns per episode")
     collect.add_argument("--domain", choices=["target", "source"], default="target")
     collect.add_argument("--seed", type=non_negative_int, default=0)
     collect.set_defaults(func=cmd_collect)

@@ -3,8 +3,8 @@
 Each test module draws its ROS domain from a range of its own within 1..101 (so modules never
 share one; Fast DDS refuses ids above 232 and ids above 101 can collide with Linux's ephemeral
 ports): test_nodes_sim 1-20, test_recorder_node 21-40, test_policy_node 41-55,
-test_policy_attacks 56-60, test_teleop_node 61-70, test_trainer_node 71-80, test_bringup and
-test_launch 81-90, test_demo 91-95, test_bench_realtime 96-101.
+test_policy_attacks 56-60, test_teleop_node 61-65, test_human_demo_node 66-70, test_trainer_node
+71-80, test_bringup and test_launch 81-90, test_demo 91-95, test_bench_realtime 96-101.
 It uses localhost-only discovery, so parallel runs and other graphs on the machine do not interfere.
 Nodes run as ``python -m droil_ros.nodes.<name>`` in a session of their own under
 ``timeout -s KILL`` (none outlives a killed pytest by more than two minutes) and are stopped by

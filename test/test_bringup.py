@@ -204,7 +204,7 @@ def test_droil_bringup_sim_balances_and_stops_every_node(tmp_path):
     assert "stopped: sim_bridge 0, lqr_expert 0" in text, text
 
 
-NODE_ARGS = {"sim_bridge": [], "lqr_expert": [], "policy": [], "teleop": [],
+NODE_ARGS = {"sim_bridge": [], "lqr_expert": [], "human_demo": [], "policy": [], "teleop": [],
              "demo_recorder": ["autostart:=true", "output_dir:={tmp}/bags"],
              "trainer": ["output_dir:={tmp}/policies"]}
 

@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from droil_ros.data.dataset import TransitionDataset
 from droil_ros.errors import DroilError
+from droil_ros.sim import human
 from droil_ros.sim.envs import RobotEnv, make_env
 from droil_ros.sim.rollout import Controller, make_controller
 
@@ -29,27 +30,55 @@ class NoisyController:
         return self.robot.clip_action(action)
 
 
-def make_expert(name: str, env: RobotEnv, noise: float, seed: int) -> tuple[Controller, str]:
-    """(controller, quality tag) for ``lqr``, ``noisy_lqr`` or a path to an ONNX policy."""
+class HumanPanel:
+    """Several simulated human demonstrators taking turns: session k is demonstrator k mod n.
+    What is recorded is the person's own stick command."""
+
+    def __init__(self, env: RobotEnv, n: int, seed: int):
+        self.people = [human.HumanDemonstrator(env.robot, params, v_ref=env.task.v_ref, seed=seed + k)
+                       for k, params in enumerate(human.demonstrators(n, seed))]
+        self.session = -1
+
+    @property
+    def current(self) -> human.HumanDemonstrator:
+        return self.people[self.session % len(self.people)]
+
+    def reset(self) -> None:
+        self.session += 1
+        self.current.reset()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.current(obs)
+
+
+def make_expert(name: str, env: RobotEnv, noise: float, seed: int,
+                demonstrators: int = 1) -> tuple[Controller, str]:
+    """(controller, quality tag) for ``lqr``, ``noisy_lqr``, ``human`` or a path to an ONNX policy."""
+    if name == "human":
+        return HumanPanel(env, demonstrators, seed), "other"
     if name == "lqr":
         return make_controller("lqr", env), "expert"
     if name == "noisy_lqr":
         return NoisyController(make_controller("lqr", env), env, noise, seed), "other"
     if name.endswith(".onnx"):
         return make_controller(name, env), "expert"
-    raise DroilError(f"unknown expert '{name}' (lqr, noisy_lqr or a .onnx policy)")
+    raise DroilError(f"unknown expert '{name}' (lqr, noisy_lqr, human or a .onnx policy)")
 
 
 def collect(robot: str, expert: str, episodes: int, seed: int = 0, perturb=None,
             task: str | None = None, seconds: float | None = None, noise: float = 0.3,
-            domain: str = "target", progress: bool = True) -> TransitionDataset:
+            domain: str = "target", progress: bool = True, demonstrators: int = 1) -> TransitionDataset:
+    """``episodes`` episodes from random initial tilts; a ``human`` session starts near upright
+    (within START_TILT), as a person lets go of a robot held upright."""
     env = make_env(robot, task, perturb)
-    controller, quality = make_expert(expert, env, noise, seed)
+    controller, quality = make_expert(expert, env, noise, seed, demonstrators)
+    starts = np.random.default_rng(seed).uniform(-human.START_TILT, human.START_TILT, episodes)
     max_steps = env.max_steps if seconds is None else int(round(seconds * env.robot.control_rate_hz))
     rows: dict[str, list] = {k: [] for k in ("observations", "actions", "next_observations",
                                              "rewards", "terminals", "timeouts", "episode_starts")}
     for episode in tqdm(range(episodes), desc=f"collect {expert}", disable=not progress, leave=False):
-        obs, _ = env.reset(seed=seed + episode)
+        options = {"tilt": starts[episode]} if expert == "human" else None
+        obs, _ = env.reset(seed=seed + episode, options=options)
         if hasattr(controller, "reset"):
             controller.reset()
         for step in range(max_steps):
@@ -64,5 +93,6 @@ def collect(robot: str, expert: str, episodes: int, seed: int = 0, perturb=None,
             obs = next_obs
             if terminated or timeout:
                 break
-    source = f"collect expert={expert} episodes={episodes} seed={seed} perturb={env.perturbation}"
+    who = f" demonstrators={demonstrators}" if expert == "human" else ""
+    source = f"collect expert={expert}{who} episodes={episodes} seed={seed} perturb={env.perturbation}"
     return TransitionDataset.from_arrays(env.robot, source, **rows).with_tags(domain, quality)

@@ -31,12 +31,16 @@ from droil_ros.nodes.common import (
     readings_from_msgs,
     spin_node,
 )
+from droil_ros.robots.spec import Task
 from droil_ros.sim.lqr import LQRController
 
 
 class LQRExpert(Node):
-    def __init__(self):
-        super().__init__("lqr_expert")
+    """Subclasses with another controller of the same interface (``reset``, ``__call__``,
+    ``v_ref``) override ``make_controller`` and keep the pairing, safety and watchdog."""
+
+    def __init__(self, name: str = "lqr_expert"):
+        super().__init__(name)
         self.spec = declare_robot(self)
         task = self.spec.task(self.declare_parameter(
             "task", "stand", describe("task whose v_ref is the initial speed reference",
@@ -46,7 +50,7 @@ class LQRExpert(Node):
             "with use_sim_time)", read_only=True)).value
         if not self.state_timeout > 0:
             raise DroilError(f"state_timeout must be positive, got {self.state_timeout}")
-        self.controller = LQRController(self.spec, v_ref=task.v_ref)
+        self.controller = self.make_controller(task)
         self.zero = np.zeros(len(self.spec.actuators))
         self.joint_state: JointState | None = None  # latest message not yet used
         self.imu: Imu | None = None
@@ -62,8 +66,14 @@ class LQRExpert(Node):
         self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_timer(self.state_timeout / 2, self._watchdog, clock=self.clock)
-        self.get_logger().info(f"{self.spec.id}/{task.name}: LQR gain {self.controller.gain.ravel()}, "
+        self.get_logger().info(f"{self.spec.id}/{task.name}: {self.controller_summary()}, "
                                f"v_ref {task.v_ref:g} m/s")
+
+    def make_controller(self, task: Task):
+        return LQRController(self.spec, v_ref=task.v_ref)
+
+    def controller_summary(self) -> str:
+        return f"LQR gain {self.controller.gain.ravel()}"
 
     def _on_imu(self, msg: Imu) -> None:
         self.imu = msg

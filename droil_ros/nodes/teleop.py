@@ -5,6 +5,13 @@ that tracks ``/cmd_vel`` (the LQR expert), as on wheel-legged robots driven by a
 command is published at a fixed rate and drops to zero when the joystick goes silent for
 ``joy_timeout`` or the dead-man button is released, so a lost radio link stops the robot.
 Keyboard mode (``source:=keyboard``, a terminal on stdin): w/s change the speed, space stops.
+
+``mode:=torque`` (joystick only, no ``lqr_expert`` beside it): the stick commands the wheel torque
+itself, full deflection the action limit, answered on each JointState + Imu pair on
+``effort_controller/commands``, so what is recorded is the person's own command. ``assist``
+adds that fraction of the standing LQR's torque: the simulated robot needs a reaction within
+about 15 ms, which no person has, so alone (``assist:=0``) it falls; ``assist:=1`` balances and
+holds position while the stick pushes. The recorded action is then the sum.
 """
 
 from __future__ import annotations
@@ -15,13 +22,24 @@ import termios
 import time
 import tty
 
+import numpy as np
 from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import Joy
+from sensor_msgs.msg import Imu, JointState, Joy
+from std_msgs.msg import Float64MultiArray
 
 from droil_ros.errors import DroilError
-from droil_ros.nodes.common import describe, spin_node
+from droil_ros.nodes.common import (
+    COMMAND_QOS,
+    SENSOR_QOS,
+    command_msg,
+    declare_robot,
+    describe,
+    readings_from_msgs,
+    spin_node,
+)
+from droil_ros.sim.lqr import LQRController
 
 KEY_STEP = {"w": 1.0, "s": -1.0}
 
@@ -32,6 +50,10 @@ class Teleop(Node):
         p = {name: self.declare_parameter(name, default, describe(text, read_only=True)).value
              for name, default, text in (
                  ("source", "joy", "joy (sensor_msgs/Joy on /joy) or keyboard (this terminal)"),
+                 ("mode", "cmd_vel", "cmd_vel (speed reference) or torque (the stick is the wheel "
+                                     "torque, on effort_controller/commands)"),
+                 ("axis_torque", 1, "torque mode: joystick axis for the wheel torque"),
+                 ("assist", 0.0, "torque mode: fraction of the standing LQR's torque added (0: none)"),
                  ("axis_linear", 1, "joystick axis for forward speed"),
                  ("scale_linear", 0.3, "m/s at full stick deflection"),
                  ("axis_angular", 0, "joystick axis for yaw rate"),
@@ -45,10 +67,16 @@ class Teleop(Node):
             raise DroilError(f"source must be 'joy' or 'keyboard', got '{p['source']}'")
         if not p["rate_hz"] > 0 or not p["joy_timeout"] > 0:
             raise DroilError("rate_hz and joy_timeout must be positive")
+        if p["mode"] not in ("cmd_vel", "torque"):
+            raise DroilError(f"mode must be 'cmd_vel' or 'torque', got '{p['mode']}'")
         self.p = p
+        if p["mode"] == "torque":
+            self._setup_torque(p)
         self.twist = Twist()
+        self.stick = 0.0  # torque mode: stick deflection in [-1, 1]
         self.last_joy = -float("inf")
-        self.publisher = self.create_publisher(Twist, "cmd_vel", 10)
+        if p["mode"] == "cmd_vel":
+            self.publisher = self.create_publisher(Twist, "cmd_vel", 10)
         if p["source"] == "joy":
             self.create_subscription(Joy, "joy", self._on_joy, 10)
         else:
@@ -67,6 +95,7 @@ class Teleop(Node):
         if held:
             self.twist.linear.x = axis(p["axis_linear"]) * p["scale_linear"]
             self.twist.angular.z = axis(p["axis_angular"]) * p["scale_angular"]
+        self.stick = axis(p["axis_torque"]) if held else 0.0
         self.last_joy = time.monotonic()
 
     def _tick(self) -> None:
@@ -79,7 +108,51 @@ class Teleop(Node):
                     self.twist.linear.x = max(-self.p["scale_linear"], min(self.p["scale_linear"], speed))
         elif time.monotonic() - self.last_joy > self.p["joy_timeout"]:
             self.twist = Twist()
-        self.publisher.publish(self.twist)
+            self.stick = 0.0
+        if self.p["mode"] == "cmd_vel":
+            self.publisher.publish(self.twist)
+
+    def _setup_torque(self, p: dict) -> None:
+        if p["source"] != "joy":
+            raise DroilError("mode torque needs source joy")
+        if not 0.0 <= p["assist"] <= 1.0:
+            raise DroilError(f"assist must be within [0, 1], got {p['assist']}")
+        self.spec = declare_robot(self)
+        if self.spec.act_dim != 1:
+            raise DroilError(f"mode torque drives a robot with one action; '{self.spec.id}' has "
+                             f"{self.spec.act_dim}")
+        self.lqr = LQRController(self.spec) if p["assist"] > 0 else None
+        self.joint_state: JointState | None = None
+        self.imu: Imu | None = None
+        self.command_pub = self.create_publisher(Float64MultiArray, "effort_controller/commands",
+                                                 COMMAND_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
+        self.create_subscription(Imu, "imu/data", self._on_imu, SENSOR_QOS)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        self.joint_state = msg
+        self._act()
+
+    def _on_imu(self, msg: Imu) -> None:
+        self.imu = msg
+        self._act()
+
+    def _act(self) -> None:
+        """Torque mode: answer a pair of the newest JointState and Imu, each used once; the
+        assist is left out for a state it cannot read (bad or non-finite input)."""
+        if self.joint_state is None or self.imu is None:
+            return
+        readings = readings_from_msgs(self.joint_state, self.imu)
+        self.joint_state = self.imu = None
+        action = np.array([self.stick * self.spec.action_high[0]])
+        if self.lqr is not None:
+            try:
+                obs = self.spec.build_observation(readings)
+            except ValueError:
+                obs = None
+            if obs is not None and np.all(np.isfinite(obs)):
+                action = action + self.p["assist"] * self.lqr(obs)
+        self.command_pub.publish(command_msg(self.spec.action_to_command(action)))
 
     def destroy_node(self):
         if self.p["source"] == "keyboard":

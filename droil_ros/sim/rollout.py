@@ -9,6 +9,7 @@ import numpy as np
 
 from droil_ros.errors import DroilError
 from droil_ros.sim.envs import RobotEnv
+from droil_ros.sim.human import HumanDemonstrator
 from droil_ros.sim.lqr import LQRController
 
 Controller = Callable[[np.ndarray], np.ndarray]
@@ -31,24 +32,28 @@ class Episode:
 
 
 def make_controller(name: str, env: RobotEnv) -> Controller:
-    """``lqr`` (tracks the task's speed), ``zero`` (no torque) or a path to an ONNX policy."""
+    """``lqr`` (tracks the task's speed), ``human`` (the nominal simulated person), ``zero`` (no
+    torque) or a path to an ONNX policy."""
     if name.endswith(".onnx"):
         from droil_ros.policy.runtime import OnnxPolicy
 
         return OnnxPolicy(name, env.robot)
     if name == "lqr":
         return LQRController(env.robot, v_ref=env.task.v_ref)
+    if name == "human":
+        return HumanDemonstrator(env.robot, v_ref=env.task.v_ref)
     if name == "zero":
         return lambda obs: np.zeros(env.robot.act_dim)
-    raise DroilError(f"unknown controller '{name}' (known: lqr, zero, PATH.onnx)")
+    raise DroilError(f"unknown controller '{name}' (known: lqr, human, zero, PATH.onnx)")
 
 
 def run_episode(env: RobotEnv, controller: Controller, seed: int,
-                max_seconds: float | None = None) -> Episode:
+                max_seconds: float | None = None, options: dict | None = None) -> Episode:
+    """One episode from ``env.reset(seed, options)`` (e.g. ``{"tilt": 0.02}``)."""
     names = env.robot.obs_names
     tilt_i = names.index("theta") if "theta" in names else None
     speed_i = names.index("x_dot") if "x_dot" in names else None
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed, options=options)
     if hasattr(controller, "reset"):
         controller.reset()
     dt = env.robot.control_dt
