@@ -3,9 +3,10 @@
 A policy file is untrusted input: ONNX Runtime may take gigabytes for a big file, a Loop may never
 end, a graph may answer NaN or take longer than a control period. Any of that inside the policy
 node would hold its GIL, its memory or its loader thread. So the node hands the file's bytes to
-``python -m droil_ros.policy.vetting`` (stdin) and loads them only after the verdict says yes. The
-child runs under an address-space limit (RLIMIT_AS) and the parent kills it after a wall-clock
-limit, counted from when the child has its imports done (a loaded machine may take seconds).
+this module run as a child process (stdin; ordinary scheduling, niced) and loads them only after
+the verdict says yes. The child runs under an address-space limit (RLIMIT_AS) and the parent
+kills it after a wall-clock limit, counted from when the child has its imports done (a loaded
+machine may take seconds).
 
 It checks, in order: the ONNX parses and keeps no tensor in external files (the node loads bytes,
 not a directory); the droil metadata matches the running robot spec; the session builds within
@@ -41,6 +42,11 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # s of CPU a session build may take even where the control period is shorter: any session costs
 # 1-2 ms here, so above 200 Hz a swap may delay a tick by up to this (see the node's _load)
 MIN_BUILD_BUDGET = 0.005
+# The child drops the real-time scheduling it inherits from a SCHED_FIFO loader before it imports
+# anything (a hanging policy at real-time priority would starve every ordinary thread, DDS's too)
+# and runs niced, below the node's ordinary threads.
+CHILD = ("import os, runpy; os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)); os.nice(10); "
+         "runpy.run_module('droil_ros.policy.vetting', run_name='__main__', alter_sys=True)")
 READY = b"ready\n"  # the child's first line once its imports are done and it reads the policy
 STARTUP_TIMEOUT = 60.0  # s the child may take to import numpy, onnx and ONNX Runtime
 TIMED_RUNS = 100  # single-observation inferences timed (p99 over these)
@@ -74,7 +80,7 @@ class Vetter:
         self.proc: subprocess.Popen | None = None
 
     def __call__(self, data: bytes, label: str) -> Verdict:
-        command = [sys.executable, "-m", "droil_ros.policy.vetting", str(self.spec.source.resolve()),
+        command = [sys.executable, "-c", CHILD, str(self.spec.source.resolve()),
                    self.spec.hash, repr(self.period), repr(self.max_fraction), str(self.memory), label]
         try:
             with self.lock:
