@@ -228,7 +228,7 @@ def make_files(directory: Path, near_bytes: int, over_bytes: int) -> dict[str, P
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write the results here too")
-    parser.add_argument("--near-bytes", type=int, default=int(1.25 * 2**20),
+    parser.add_argument("--near-bytes", type=int, default=2**20,
                         help="a policy this big: its session builds within a 200 Hz period here")
     parser.add_argument("--over-bytes", type=int, default=int(1.9 * 2**20),
                         help="one this big: under max_policy_bytes, but its build takes over a period")
