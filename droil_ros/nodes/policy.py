@@ -305,7 +305,9 @@ class PolicyNode(LifecycleNode):
                             ("quaternion_tolerance", self.quaternion_tolerance)):
             if not value > 0:
                 raise DroilError(f"{name} must be positive, got {value}")
-        for folder in self.policy_dirs or [Path("")]:
+        if not self.policy_dirs:
+            raise DroilError("policy_dir names no directory")
+        for folder in self.policy_dirs:
             if not folder.is_dir():
                 raise DroilError(f"policy_dir {folder} is not a directory")
         if not math.isclose(self.rate, self.spec.control_rate_hz):
