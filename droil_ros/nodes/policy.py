@@ -442,6 +442,7 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.last_tick_start = None
+        self.observe = self.spec.observation_builder()  # unwrap terms start afresh, as a recording
         self.timer = self.create_timer(self.period, self._tick, clock=self.steady)
         self.state = "active"
         self.get_logger().info("active: commanding")
@@ -593,7 +594,7 @@ class PolicyNode(LifecycleNode):
                                      f"{'old' if stamp_age > 0 else 'in the future'}")
         readings = readings_from_msgs(self.joint_state, self.imu, self.orientation)
         try:
-            obs = self.spec.build_observation(readings)
+            obs = self.observe(readings)
         except ValueError as exc:
             raise Fault("bad_input", str(exc)) from None
         # the orientation too: quaternion_to_rpy clamps a NaN pitch to a finite +-pi/2
