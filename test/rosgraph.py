@@ -7,7 +7,7 @@ test_policy_attacks 56-60, test_teleop_node 61-65, test_human_demo_node 66-70, t
 71-80, test_bringup and test_launch 81-90, test_demo 91-95, test_bench_realtime 96-101.
 It uses localhost-only discovery, so parallel runs and other graphs on the machine do not interfere.
 Nodes run as ``python -m droil_ros.nodes.<name>`` in a session of their own under
-``timeout -s KILL`` (none outlives a killed pytest by more than two minutes) and are stopped by
+``timeout -s KILL`` (none outlives a killed pytest by more than ten minutes) and are stopped by
 process group at teardown, where SIGTERM must end them cleanly.
 
 A module uses it as::
@@ -34,7 +34,9 @@ import pytest
 
 from droil_ros.nodes.graph import GraphClient
 
-NODE_TIMEOUT = 120  # s: ``timeout -s KILL`` around every node
+# s: ``timeout -s KILL`` around every node: long enough for a class-scoped node or a training run
+# on a loaded machine (120 s killed both), short enough that none outlives a killed pytest long
+NODE_TIMEOUT = 600
 
 
 def ros_env(domain: int) -> dict[str, str]:
