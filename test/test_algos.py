@@ -198,7 +198,7 @@ def test_unknown_learner_preset_and_key(lqr_dataset):
     with pytest.raises(DroilError, match="unknown config keys"):
         algos.create("bc", lqr_dataset, SPEC, rho=0.3)
     with pytest.raises(DroilError, match="unknown divergence"):
-        algos.create("be_droil", lqr_dataset, SPEC, f="tv")
+        algos.create("be_droil", lqr_dataset, SPEC, f="js")
 
 
 @pytest.mark.parametrize("name", LEARNERS)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from droil_ros.algos.common import Learner, LearnerConfig
+from droil_ros.algos.common import Learner, LearnerConfig, adversary_diagnostics
 
 ETA_LOW = -1.0
 
@@ -58,6 +58,6 @@ class DRBC(Learner):
         robust = dual_value(detached, eta, rho)
         threshold = robust if self.config.faithful else eta
         self.policy_step(torch.relu(losses - threshold.unsqueeze(-1)))
-        active = (detached > threshold.unsqueeze(-1)).float().mean()
+        active = (detached > threshold.unsqueeze(-1)).float()  # the gradient's weights on the batch
         return {"loss": detached.mean(), "robust_loss": robust.mean(), "eta": eta.mean(),
-                "active_fraction": active}
+                "active_fraction": active.mean(), **adversary_diagnostics(active, detached)}
