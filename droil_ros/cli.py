@@ -192,7 +192,7 @@ def cmd_bench(args) -> int:
         from droil_ros.bench import tune
 
         tune.run(args.robot, Path(args.out), quick=args.quick, n_seeds=args.seeds, seed=args.seed,
-                 steps=args.steps, episodes=args.episodes, workers=args.workers)
+                 steps=args.steps, episodes=args.episodes, workers=args.workers, sweep=args.sweep)
         return 0
     if args.name == "robustness":
         from droil_ros.bench import robustness
@@ -405,6 +405,8 @@ def build_parser() -> Parser:
     bench.add_argument("--out", default="docs/results")
     bench.add_argument("--learner", action="append", default=[],
                        help="robustness: learners to run (default: all); repeat")
+    bench.add_argument("--sweep", default="alpha", choices=["alpha", "adversary"],
+                       help="tune: which BE-DROIL sweep (droil_ros/bench/tune.py SWEEPS)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="robustness: be_droil config override, e.g. --set k_dual=5")
     bench.add_argument("--threads", type=positive_int, default=1,
