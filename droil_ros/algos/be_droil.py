@@ -226,6 +226,15 @@ class BEDROIL(Learner):
             self.dual_opt.step()
         return value.detach()
 
+    @torch.no_grad()
+    def data_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adversary's weights on every logged triplet, normalised to mean 1, and the losses,
+        each (members, N): what the weight-vs-time plot shows."""
+        idx = torch.arange(len(self.obs)).expand(self.n_seeds, -1)
+        ell = self.bc_losses(idx)
+        e, _ = self.residual(ell, idx)
+        return worst_case_weights(e, self.lam, self.alpha, self.config.f, self.config.w_max), ell
+
     def update(self) -> dict[str, torch.Tensor]:
         c = self.config
         for _ in range(c.k_dual):
