@@ -21,6 +21,7 @@ ALGOS: dict[str, type[Learner]] = {cls.name: cls for cls in (BC, DRBC, BEDROIL, 
 # named variants: a learner with fixed config overrides
 VARIANTS: dict[str, tuple[str, dict]] = {"be_droil_nu0": ("be_droil", {"balance": False}),
                                          "be_droil_legacy": ("be_droil", LEGACY),
+                                         "drbc_faithful": ("drbc", {"faithful": True}),
                                          "bc_dyn_2phase": ("bc_dyn", {"pretrain_fraction": 0.5})}
 
 
