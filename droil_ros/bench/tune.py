@@ -43,6 +43,7 @@ SWEEPS = {
         ("be_droil", {"init_states": "centred", "nu_bound": 3.0}),
         ("be_droil", {"init_states": "centred", "nu_bound": 1.0, "f": "tv"}),
         ("be_droil_nu0", {}),
+        ("be_droil", {"init_states": "centred", "nu_bound": 10.0}),  # added after 0-5 were seen
     ),
 }
 
