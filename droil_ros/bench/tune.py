@@ -5,7 +5,8 @@ Sweeps: ``alpha`` (the first one, on the old default, now ``be_droil_legacy``) a
 ``adversary`` (issue 20: centring and the relaxed balance equation; every candidate names its
 options, so a later change of defaults does not change what it ran). Resumable: trained
 candidates are reused (``train_and_export(reuse=True)``) and each candidate's evaluation is kept
-in ``candidate<i>.eval.json`` under the settings that produced it.
+in ``candidate<i>.eval.json`` under the training run's key (code, config, data, seeds) and the
+evaluation settings.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
         result = train_and_export(name, dataset, work / f"candidate{i}.onnx", robot=spec,
                                   steps=steps, n_seeds=n_seeds, seed=seed, overrides=overrides,
                                   reuse=True)
-        key = {"label": label(name, overrides), "steps": steps, "seeds": n_seeds, "seed": seed,
-               "episodes": episodes, "dataset": dataset.hash, "perturbations": list(grid.perturbations)}
+        trained = json.loads((work / f"candidate{i}.run.json").read_text())["key"]
+        key = {"label": label(name, overrides), "trained": trained, "episodes": episodes,
+               "perturbations": list(grid.perturbations)}
         cache = work / f"candidate{i}.eval.json"
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
         if cached.get("key") != key:
