@@ -258,8 +258,8 @@ def cmd_expert(args) -> int:
 THREADS_HELP = ("torch threads (more pay only on an idle machine: with the cores busy, threads wait "
                 "for each other and training runs over 10x slower)")
 # the registry's names, without importing torch to build the parser (test_cli checks they agree)
-LEARNERS = ("bc", "drbc", "be_droil", "be_droil_nu0", "bc_dyn", "bc_dyn_2phase", "dmil", "dwbc", "d2mil",
-            "iql", "droco")
+LEARNERS = ("bc", "drbc", "drbc_faithful", "be_droil", "be_droil_nu0", "be_droil_legacy", "bc_dyn",
+            "bc_dyn_2phase", "dmil", "dwbc", "d2mil", "iql", "droco")
 
 
 def build_parser() -> Parser:
