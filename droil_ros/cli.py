@@ -209,7 +209,7 @@ def cmd_bench(args) -> int:
         from droil_ros.bench import tune
 
         tune.run(args.robot, Path(args.out), quick=args.quick, n_seeds=args.seeds, seed=args.seed,
-                 steps=args.steps, episodes=args.episodes, workers=args.workers)
+                 steps=args.steps, episodes=args.episodes, workers=args.workers, sweep=args.sweep)
         return 0
     if args.name == "robustness":
         from droil_ros.bench import robustness
@@ -276,8 +276,8 @@ ROBOT_HELP = "robot spec: an id (config/robots or a DROIL_ROBOT_PATH folder) or 
 THREADS_HELP = ("torch threads (more pay only on an idle machine: with the cores busy, threads wait "
                 "for each other and training runs over 10x slower)")
 # the registry's names, without importing torch to build the parser (test_cli checks they agree)
-LEARNERS = ("bc", "drbc", "be_droil", "be_droil_nu0", "bc_dyn", "bc_dyn_2phase", "dmil", "dwbc", "d2mil",
-            "iql", "droco")
+LEARNERS = ("bc", "drbc", "drbc_faithful", "be_droil", "be_droil_nu0", "be_droil_legacy", "bc_dyn",
+            "bc_dyn_2phase", "dmil", "dwbc", "d2mil", "iql", "droco")
 
 
 def build_parser() -> Parser:
@@ -445,6 +445,8 @@ def build_parser() -> Parser:
     bench.add_argument("--out", default="docs/results")
     bench.add_argument("--learner", action="append", default=[],
                        help="robustness: learners to run (default: all); repeat")
+    bench.add_argument("--sweep", default="alpha", choices=["alpha", "adversary"],
+                       help="tune: which BE-DROIL sweep (droil_ros/bench/tune.py SWEEPS)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="robustness: be_droil config override, e.g. --set k_dual=5")
     bench.add_argument("--threads", type=positive_int, default=1,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from droil_ros import algos
@@ -80,6 +81,8 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
             "seed": seed + k, "dataset_hash": dataset.hash, "dataset_size": len(dataset),
             "train_steps": learner.step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+    if log and hasattr(learner, "data_weights"):
+        plot_weights(learner, out.with_suffix(".weights.png"))
     final = learner.history[-1] if learner.history else {}
     result = TrainResult(paths, log_path, learner.step, learner.train_seconds, final)
     partial = record_path.with_suffix(".partial")
@@ -88,6 +91,31 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
     partial.replace(record_path)
     checkpoint_path.unlink(missing_ok=True)
     return result
+
+
+def plot_weights(learner, out_png: Path) -> Path:
+    """Mean adversarial weight and loss against time in episode, one line per seed: a worst case
+    follows the loss; a time discount (the old BE-DROIL default) decays whatever the loss."""
+    from matplotlib.figure import Figure
+
+    weights, losses = (x.numpy() for x in learner.data_weights())
+    starts = np.flatnonzero(learner.dataset.episode_starts)
+    n = np.arange(len(learner.dataset))
+    t = n - starts[np.searchsorted(starts, n, side="right") - 1] if len(starts) else n
+    count = np.bincount(t)
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for k, seed in enumerate(learner.seeds):
+        top.plot(np.bincount(t, weights[k]) / count, lw=0.8, label=f"seed {seed}")
+        bottom.plot(np.bincount(t, losses[k]) / count, lw=0.8)
+    top.axhline(1.0, color="grey", lw=0.5)
+    top.set_ylabel("mean weight w")
+    top.legend(fontsize="small")
+    bottom.set_ylabel("mean loss")
+    bottom.set_xlabel("time in episode (steps)")
+    fig.suptitle(f"{learner.name}: adversarial weights on the data after {learner.step} steps")
+    fig.savefig(out_png, dpi=100)
+    return out_png
 
 
 def _save_checkpoint(path: Path, key: dict, learner) -> None:

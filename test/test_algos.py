@@ -11,6 +11,7 @@ from droil_ros import algos
 from droil_ros.algos.be_droil import dual_objective, worst_case_weights
 from droil_ros.algos.drbc import dual_value, optimal_eta
 from droil_ros.data import DatasetError
+from droil_ros.data.dataset import TransitionDataset
 from droil_ros.errors import DroilError
 from droil_ros.robots import load_spec
 
@@ -125,7 +126,7 @@ def tabular_mdp(seed=0, states=6, actions=3, gamma=0.9):
     return q0, mu0, ell, gamma
 
 
-@pytest.mark.parametrize("f", ["chi2", "kl"])
+@pytest.mark.parametrize("f", ["chi2", "kl", "tv"])
 def test_be_droil_weights_satisfy_the_balance_equation(f):
     q0, mu0, ell, gamma = tabular_mdp()
     s_count = len(mu0)
@@ -169,7 +170,8 @@ def test_be_droil_weights_satisfy_the_balance_equation(f):
     assert robust > nominal + 0.01  # the adversary found a harder kernel
     # strong duality: dual value = E_q[ell] - alpha * D_f(q || q0)
     w_np = w[0].numpy()
-    divergence = 0.5 * (w_np - 1) ** 2 if f == "chi2" else w_np * np.log(w_np) - w_np + 1
+    divergence = {"chi2": 0.5 * (w_np - 1) ** 2, "kl": w_np * np.log(w_np) - w_np + 1,
+                  "tv": 0.5 * np.log(np.cosh(w_np - 1))}[f]
     penalised = robust - 0.5 * float((p[0].numpy() * divergence).sum())
     assert float(value) == pytest.approx(penalised, abs=1e-6)
 
@@ -198,7 +200,7 @@ def test_unknown_learner_preset_and_key(lqr_dataset):
     with pytest.raises(DroilError, match="unknown config keys"):
         algos.create("bc", lqr_dataset, SPEC, rho=0.3)
     with pytest.raises(DroilError, match="unknown divergence"):
-        algos.create("be_droil", lqr_dataset, SPEC, f="tv")
+        algos.create("be_droil", lqr_dataset, SPEC, f="js")
 
 
 @pytest.mark.parametrize("name", LEARNERS)
@@ -206,3 +208,38 @@ def test_exported_onnx_matches_torch(name, lqr_dataset, tmp_path):
     learner = algos.create(name, lqr_dataset, SPEC, preset="fast", steps=20, n_seeds=2)
     learner.fit(progress=False)
     assert_exported_member_matches(learner, SPEC, tmp_path)
+
+
+def chains_with_an_unfittable_tail(chains=4, length=300, seed=0):
+    """Deterministic chains of a linear system: a damped rotation of (x1, x2) and a clock z that a
+    constant h advances (z' = z + h), so states never repeat. The first half's actions are x1, the
+    second half's random signs no policy can fit. A worst case must weight the tail; the old
+    default's gamma^t weights sit on the head."""
+    rng = np.random.default_rng(seed)
+    c, s = 0.99 * np.cos(0.3), 0.99 * np.sin(0.3)
+    step = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]])
+    obs, nxt, act, starts = [], [], [], []
+    for _ in range(chains):
+        x = np.array([*rng.normal(size=2), 0.0, 1.0 / length])
+        for t in range(length):
+            obs.append(x)
+            act.append([x[0] if t < length // 2 else 1.6 * rng.choice([-1.0, 1.0])])
+            starts.append(t == 0)
+            x = step @ x
+            nxt.append(x)
+    return TransitionDataset.from_arrays(SPEC, "test chains", observations=obs, actions=act,
+                                         next_observations=nxt, episode_starts=starts)
+
+
+@pytest.mark.parametrize("name, seeks_the_loss", [("be_droil", True), ("be_droil_legacy", False)])
+def test_the_default_adversary_seeks_the_loss_the_legacy_one_discounts_time(name, seeks_the_loss):
+    """E_w[l]/E[l] > 1 is what makes a worst case; the old default (gamma 0.99, episode starts,
+    exact balance equation) gives about 0.5 here, as on Hopper (0.69, audit-2026-12-07)."""
+    learner = algos.create(name, chains_with_an_unfittable_tail(), SPEC, preset="fast", steps=2000,
+                           seed=0, n_seeds=2)
+    rows = learner.fit(progress=False)[-5:]
+    ratio, corr, ess = (np.mean([r[k] for r in rows]) for k in ("w_loss_ratio", "w_loss_corr", "w_ess"))
+    if seeks_the_loss:
+        assert ratio > 1.2 and corr > 0.3 and ess > 0.3
+    else:
+        assert ratio < 1.0 and corr < 0.0

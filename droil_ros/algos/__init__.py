@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from droil_ros.algos.bc import BC
 from droil_ros.algos.bc_dyn import BCDyn
-from droil_ros.algos.be_droil import BEDROIL
+from droil_ros.algos.be_droil import BEDROIL, LEGACY
 from droil_ros.algos.common import Learner, LearnerConfig
 from droil_ros.algos.d2mil import D2MIL
 from droil_ros.algos.dmil import DMIL
@@ -20,6 +20,8 @@ ALGOS: dict[str, type[Learner]] = {cls.name: cls for cls in (BC, DRBC, BEDROIL, 
                                                              BCDyn, DMIL, DWBC, D2MIL)}
 # named variants: a learner with fixed config overrides
 VARIANTS: dict[str, tuple[str, dict]] = {"be_droil_nu0": ("be_droil", {"balance": False}),
+                                         "be_droil_legacy": ("be_droil", LEGACY),
+                                         "drbc_faithful": ("drbc", {"faithful": True}),
                                          "bc_dyn_2phase": ("bc_dyn", {"pretrain_fraction": 0.5})}
 
 

@@ -39,6 +39,22 @@ def generator(seed: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + salt)
 
 
+def adversary_diagnostics(w: torch.Tensor, losses: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Is a reweighting learner's adversary a worst case? For the weights ``w`` it trains with and
+    the per-sample ``losses`` (both (members, batch), detached), the mean over members of
+    ``w_loss_ratio`` = E_w[l]/E[l] (> 1: the weights seek the loss; E_w normalised by E[w]),
+    ``w_loss_corr`` = corr(w, l) (0 where w is constant), ``w_ess`` = (sum w)^2 / (n sum w^2)
+    (the effective fraction of the batch) and ``w_max`` (relative to the mean weight)."""
+    mean_w = w.mean(-1, keepdim=True).clamp_min(1e-30)
+    w = w / mean_w
+    ratio = (w * losses).mean(-1) / losses.mean(-1).clamp_min(1e-30)
+    wc, lc = w - w.mean(-1, keepdim=True), losses - losses.mean(-1, keepdim=True)
+    corr = (wc * lc).mean(-1) / ((wc**2).mean(-1) * (lc**2).mean(-1)).sqrt().clamp_min(1e-30)
+    ess = w.sum(-1) ** 2 / (w.shape[-1] * (w**2).sum(-1)).clamp_min(1e-30)
+    return {"w_loss_ratio": ratio.mean(), "w_loss_corr": corr.mean(), "w_ess": ess.mean(),
+            "w_max": w.max(-1).values.mean()}
+
+
 class EnsembleLinear(nn.Module):
     """``members`` independent linear layers applied to inputs of shape (members, batch, in)."""
 

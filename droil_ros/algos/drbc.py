@@ -7,8 +7,9 @@ a convex piecewise-linear function whose slope on [s_(j-1), s_j) of the sorted l
 j/B - rho. Its smallest minimiser is therefore an order statistic, found exactly (no SLSQP):
 eta* = s_(ceil(rho*B) - 1), or the lower bound -1 when rho = 0 (then every sample counts and
 DRBC is BC). Only the first term carries gradient: training focuses on the samples with
-ell > eta. ``faithful=True`` reproduces the public code, which uses the dual *value* g(eta*)
-as the threshold instead of eta*; the tables use ``faithful=False``.
+ell > eta. ``faithful=True`` (the learner ``drbc_faithful``) reproduces the public code, which
+uses the dual *value* g(eta*) as the threshold instead of eta*, so it trains on fewer samples;
+``drbc`` (``faithful=False``) is the textbook dual.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from droil_ros.algos.common import Learner, LearnerConfig
+from droil_ros.algos.common import Learner, LearnerConfig, adversary_diagnostics
 
 ETA_LOW = -1.0
 
@@ -58,6 +59,6 @@ class DRBC(Learner):
         robust = dual_value(detached, eta, rho)
         threshold = robust if self.config.faithful else eta
         self.policy_step(torch.relu(losses - threshold.unsqueeze(-1)))
-        active = (detached > threshold.unsqueeze(-1)).float().mean()
+        active = (detached > threshold.unsqueeze(-1)).float()  # the gradient's weights on the batch
         return {"loss": detached.mean(), "robust_loss": robust.mean(), "eta": eta.mean(),
-                "active_fraction": active}
+                "active_fraction": active.mean(), **adversary_diagnostics(active, detached)}

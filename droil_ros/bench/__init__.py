@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+import numpy as np
 
 PACKAGES = ("numpy", "mujoco", "gymnasium", "scipy", "torch", "onnxruntime")
 
@@ -42,6 +45,29 @@ def steal_share(start: list[int], end: list[int]) -> float | None:
         return None
     total = sum(end[:8]) - sum(start[:8])
     return (end[7] - start[7]) / total if total > 0 else None
+
+
+ADVERSARY = {"w_loss_ratio": "E_w[l]/E[l]", "w_loss_corr": "corr(w, l)", "w_ess": "ESS", "w_max": "w_max"}
+
+
+def adversary_summary(log: Path | None) -> dict | None:
+    """A reweighting learner's adversary diagnostics (algos.common.adversary_diagnostics) from its
+    training CSV: the median over the second half of the logged steps of the seed means. None for
+    learners without weights (or without a log)."""
+    if log is None or not Path(log).is_file():
+        return None
+    with open(log, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "w_loss_ratio" not in rows[0]:
+        return None
+    late = rows[len(rows) // 2:]
+    return {k: float(np.median([float(r[k]) for r in late])) for k in ADVERSARY}
+
+
+def adversary_table(summaries: dict[str, dict | None]) -> str:
+    """Markdown: one row per learner that has weights."""
+    rows = [[name, *[f"{v[k]:.2f}" for k in ADVERSARY]] for name, v in summaries.items() if v]
+    return markdown_table(["learner", *ADVERSARY.values()], rows) if rows else ""
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from droil_ros import experts
-from droil_ros.bench import machine_info, markdown_table, write_results
+from droil_ros.bench import adversary_summary, adversary_table, machine_info, markdown_table, write_results
 from droil_ros.data.collect import collect
 from droil_ros.data.dataset import load_dataset
 from droil_ros.eval.grid import evaluate, load_grid, plot
@@ -80,7 +80,8 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
                                   steps=steps, n_seeds=n_seeds, seed=seed,
                                   overrides=overrides if learner.startswith("be_droil") else None, reuse=True)
         training[learner] = {"steps": result.steps, "seconds": result.seconds,
-                             "steps_per_second": result.steps_per_second, "final": result.final}
+                             "steps_per_second": result.steps_per_second, "final": result.final,
+                             "adversary": adversary_summary(result.log)}
         for k, path in enumerate(result.policies):
             policies[f"{learner}_seed{seed + k}"] = OnnxPolicy(path, spec)
     evaluation = evaluate(policies, grid, episodes=episodes, seed=1000, workers=workers)
@@ -117,7 +118,11 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
                 f"the first perturbation. Held-out perturbations were not used for tuning. "
                 f"Wall time {seconds / 60:.1f} min.\n\nReproduce: `{command}`\n\n"
                 + markdown_table(header, rows)
-                + f"\n![return vs magnitude]({tag}/eval.png)\n\n## Training\n\n" + speed)
+                + f"\n![return vs magnitude]({tag}/eval.png)\n\n## Training\n\n" + speed
+                + "\n## Adversary\n\nLearners that reweight their samples (drbc: the indicator "
+                  "of its active set). Median over the second half of training of the seed mean per "
+                  "logged step (training CSVs beside the table); E_w[l]/E[l] > 1: the weights seek the "
+                  "loss.\n\n" + adversary_table({k: v["adversary"] for k, v in training.items()}))
     payload = {"robot": robot, "quick": quick, "steps": steps, "seeds": seeds, "episodes": episodes,
                "dataset": {"size": len(dataset), "episodes": dataset.n_episodes, "hash": dataset.hash},
                "training": training, "table": table, "wall_seconds": seconds,
