@@ -458,6 +458,9 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C (SIGINT) interrupts every command, also one started as a background job of a script,
+    # which inherits SIGINT ignored: `droil demo` there ran on through recording and training
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("train", "bench", "demo"):
