@@ -182,7 +182,7 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
     only note the signal, and the loop checks between executor waits (at most 0.1 s); a
     lifecycle node then goes through its shutdown transition, so it can still send a last safe
     command."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)  # resets SIGINT/SIGTERM
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop_requested = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: stop_requested.append(signum))
