@@ -488,7 +488,8 @@ def _measure(probe: Probe, node: NodeGroup, rate: float, paths: list[Path], poli
              settings: Settings, swap: bool) -> dict:
     ticks = rate * settings.window
     probe.start(rate, 1.0 + 1.0 / ticks)  # the phase sweeps one full period over the window
-    probe.wait_for(lambda: probe.first_command(0, 0), 30.0, node, "the first matched command")
+    # the node vets its policy in a low-priority process at configure: slow on a loaded machine
+    probe.wait_for(lambda: probe.first_command(0, 0), 120.0, node, "the first matched command")
     time.sleep(settings.warmup)
     probe.wait_for(lambda: probe.diagnostics_after(0), 5.0, node, "diagnostics")
     before = list(probe.diagnostics)[-1][1]  # counters at most one diagnostics period old
