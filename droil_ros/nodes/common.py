@@ -126,6 +126,20 @@ def _vector(v) -> np.ndarray:
     return np.array([v.x, v.y, v.z])
 
 
+def subscribe_states(node: Node, on_readings: Callable[[SensorReadings], None]) -> None:
+    """Call ``on_readings`` for each pair of the newest JointState and Imu, each message used
+    once: a controller that answers states (lockstep waits for one answer per state)."""
+    latest: dict = {}
+
+    def take(kind: str, msg) -> None:
+        latest[kind] = msg
+        if len(latest) == 2:
+            on_readings(readings_from_msgs(latest.pop("joints"), latest.pop("imu")))
+
+    node.create_subscription(Imu, "imu/data", lambda msg: take("imu", msg), SENSOR_QOS)
+    node.create_subscription(JointState, "joint_states", lambda msg: take("joints", msg), SENSOR_QOS)
+
+
 def joint_state_msg(readings: SensorReadings, stamp: Time) -> JointState:
     """Position, velocity and effort always filled: empty arrays break rosbags deserialisation."""
     return JointState(

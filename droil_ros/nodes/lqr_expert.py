@@ -18,20 +18,18 @@ from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
-from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
 
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import (
     COMMAND_QOS,
-    SENSOR_QOS,
     command_msg,
     declare_robot,
     describe,
-    readings_from_msgs,
     spin_node,
+    subscribe_states,
 )
-from droil_ros.robots.spec import Task
+from droil_ros.robots.spec import SensorReadings, Task
 from droil_ros.sim.lqr import LQRController
 
 
@@ -52,8 +50,6 @@ class LQRExpert(Node):
             raise DroilError(f"state_timeout must be positive, got {self.state_timeout}")
         self.controller = self.make_controller(task)
         self.zero = np.zeros(len(self.spec.actuators))
-        self.joint_state: JointState | None = None  # latest message not yet used
-        self.imu: Imu | None = None
         # steady time on a robot (the system clock can jump), sim time where the sim sets it
         sim_time = self.get_parameter("use_sim_time").value
         self.clock = self.get_clock() if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
@@ -62,8 +58,7 @@ class LQRExpert(Node):
 
         self.command_pub = self.create_publisher(Float64MultiArray, "effort_controller/commands",
                                                  COMMAND_QOS)
-        self.create_subscription(Imu, "imu/data", self._on_imu, SENSOR_QOS)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
+        subscribe_states(self, self._act)
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_timer(self.state_timeout / 2, self._watchdog, clock=self.clock)
         self.get_logger().info(f"{self.spec.id}/{task.name}: {self.controller_summary()}, "
@@ -75,20 +70,8 @@ class LQRExpert(Node):
     def controller_summary(self) -> str:
         return f"LQR gain {self.controller.gain.ravel()}"
 
-    def _on_imu(self, msg: Imu) -> None:
-        self.imu = msg
-        self._act()
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        self.joint_state = msg
-        self._act()
-
-    def _act(self) -> None:
-        """Answer a pair made of the newest JointState and Imu, each used once."""
-        if self.joint_state is None or self.imu is None:
-            return
-        readings = readings_from_msgs(self.joint_state, self.imu)
-        self.joint_state = self.imu = None
+    def _act(self, readings: SensorReadings) -> None:
+        """Answer a state (the newest JointState and Imu, each used once)."""
         self.last_pair, self.stale = self.clock.now(), False
         try:
             obs = self.spec.build_observation(readings)

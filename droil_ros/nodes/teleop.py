@@ -26,19 +26,19 @@ import numpy as np
 from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import Imu, JointState, Joy
+from sensor_msgs.msg import Joy
 from std_msgs.msg import Float64MultiArray
 
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import (
     COMMAND_QOS,
-    SENSOR_QOS,
     command_msg,
     declare_robot,
     describe,
-    readings_from_msgs,
     spin_node,
+    subscribe_states,
 )
+from droil_ros.robots.spec import SensorReadings
 from droil_ros.sim.lqr import LQRController
 
 KEY_STEP = {"w": 1.0, "s": -1.0}
@@ -122,28 +122,13 @@ class Teleop(Node):
             raise DroilError(f"mode torque drives a robot with one action; '{self.spec.id}' has "
                              f"{self.spec.act_dim}")
         self.lqr = LQRController(self.spec) if p["assist"] > 0 else None
-        self.joint_state: JointState | None = None
-        self.imu: Imu | None = None
         self.command_pub = self.create_publisher(Float64MultiArray, "effort_controller/commands",
                                                  COMMAND_QOS)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
-        self.create_subscription(Imu, "imu/data", self._on_imu, SENSOR_QOS)
+        subscribe_states(self, self._act)
 
-    def _on_joint_state(self, msg: JointState) -> None:
-        self.joint_state = msg
-        self._act()
-
-    def _on_imu(self, msg: Imu) -> None:
-        self.imu = msg
-        self._act()
-
-    def _act(self) -> None:
-        """Torque mode: answer a pair of the newest JointState and Imu, each used once; the
+    def _act(self, readings: SensorReadings) -> None:
+        """Torque mode: answer each state (the newest JointState and Imu, each used once); the
         assist is left out for a state it cannot read (bad or non-finite input)."""
-        if self.joint_state is None or self.imu is None:
-            return
-        readings = readings_from_msgs(self.joint_state, self.imu)
-        self.joint_state = self.imu = None
         action = np.array([self.stick * self.spec.action_high[0]])
         if self.lqr is not None:
             try:
