@@ -104,6 +104,9 @@ class DemoClient(GraphClient):
         node.create_subscription(Float64MultiArray, "/effort_controller/commands", self._on_command,
                                  COMMAND_QOS)
         node.create_subscription(String, "/policy/swap_status", self._on_swap, LATCHED_QOS)
+        for service in ("/sim_bridge/reset", "/demo_recorder/start", "/demo_recorder/stop"):
+            self.client(Trigger, service)  # before the nodes start: their first answer reaches us
+        self.client(GetState, "/policy/get_state")
 
     def _on_clock(self, msg: ClockMsg) -> None:
         self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
@@ -155,7 +158,10 @@ class DemoClient(GraphClient):
     def wait_active(self, node_name: str, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.call(GetState, f"/{node_name}/get_state", GetState.Request(), timeout)
+            try:  # asking again is safe: an answer lost while the node was discovered is not fatal
+                state = self.call(GetState, f"/{node_name}/get_state", GetState.Request(), 5.0)
+            except DroilError:
+                continue
             if state.current_state.id == LIFECYCLE_ACTIVE:
                 return
             time.sleep(0.1)

@@ -26,6 +26,7 @@ SPEC = load_spec("wheel_legged")
 class Probe(ProbeNode):
     def setup(self):
         self.record({"/clock": (Clock, CLOCK_QOS)})
+        self.client(Trigger, "/demo_recorder/stop")  # before the node starts: see GraphClient.client
 
 
 ros_graph, probe, launch = graph_fixtures(ROS_ENV, lambda: Probe(DOMAIN))

@@ -53,6 +53,7 @@ class Probe(ProbeNode):
         self.record(TOPICS)
         self.command_pub = self.node.create_publisher(Float64MultiArray, "effort_controller/commands",
                                                       COMMAND_QOS)
+        self.client(Trigger, "/sim_bridge/reset")  # before the node starts: see GraphClient.client
 
     def fallen(self) -> bool | None:
         values = self.received("/sim_bridge/fallen")
@@ -158,7 +159,9 @@ def test_lockstep_keeps_one_state_in_flight_across_resets_and_pauses(launch, pro
     watchdog runs on sim time, so it never answers a state the simulation waits on."""
     bridge = launch("sim_bridge", mode="lockstep", initial_tilt=0.1)
     launch("lqr_expert", use_sim_time="true")
-    assert probe.wait_for(lambda: probe.sim_time() > 0.2, 20.0), "lockstep never started"
+    # the witness must see the LQR's commands too (its discovery can lag seconds behind the bridge's)
+    assert probe.wait_for(lambda: probe.sim_time() > 0.2 and probe.commands().size, 30.0), \
+        f"lockstep never started, or the probe sees no command: sim time {probe.sim_time()}"
     for _ in range(5):  # resets while a state waits for its answer
         assert probe.call(Trigger, "/sim_bridge/reset", Trigger.Request()).success
         time.sleep(0.05)

@@ -93,6 +93,7 @@ class Attacker(ProbeNode):
         self.estop_pub = self.node.create_publisher(Bool, "/policy/estop", 10)
         self.enable_pub = self.node.create_publisher(Bool, "/policy/enable", 10)
         self.updates_pub = self.node.create_publisher(String, "/droil/policy_updates", 10)
+        self.client(Trigger, "/policy/reset_estop")  # before the node starts: see GraphClient.client
         self.sensors = (_joint_state(), _imu())
         self.stamp = True  # stamp with the current time
         self.enable = True

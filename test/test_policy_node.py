@@ -112,6 +112,9 @@ class Probe(ProbeNode):
         self.imu_pub = self.node.create_publisher(Imu, "imu/data", SENSOR_QOS)
         self.estop_pub = self.node.create_publisher(Bool, "/policy/estop", 10)
         self.updates_pub = self.node.create_publisher(String, "/droil/policy_updates", 10)
+        for srv_type, service in ((Trigger, "/sim_bridge/reset"), (Trigger, "/policy/reset_estop"),
+                                  (ChangeState, "/policy/change_state"), (GetState, "/policy/get_state")):
+            self.client(srv_type, service)  # before the nodes start: see GraphClient.client
         self.sensors: tuple[JointState, Imu] | None = None  # published at 100 Hz while set
         self.node.create_timer(0.01, self._publish_sensors)
 

@@ -37,6 +37,8 @@ class Probe(ProbeNode):
 
     def setup(self):
         self.record({"/clock": (Clock, CLOCK_QOS)})
+        for service in ("/demo_recorder/start", "/demo_recorder/stop"):
+            self.client(Trigger, service)  # before the nodes start: see GraphClient.client
 
     def trigger(self, service: str) -> Trigger.Response:
         return self.call(Trigger, service, Trigger.Request())

@@ -23,6 +23,7 @@ ROS_ENV = ros_env(DOMAIN)
 class Probe(ProbeNode):
     def setup(self):
         self.record({"/trainer/progress": (String, LATCHED_QOS), "/droil/policy_updates": (String, 10)})
+        self.client(Trigger, "/trainer/train")
 
     def states(self) -> list[dict]:
         return [json.loads(m.data) for m in self.received("/trainer/progress")]

@@ -54,11 +54,18 @@ class GraphClient:
             raise DroilError(f"no answer from {source} within {timeout:g} s")
         return future.result()
 
-    def call(self, srv_type, name: str, request, timeout: float = 10.0):
-        """Call service ``name`` (one client per name) and return its response."""
+    def client(self, srv_type, name: str):
+        """The client of service ``name`` (one per name). Create it in ``setup``, before the server
+        starts, where the first call must be answered: a server that discovers the client's response
+        reader only after a request arrives drops its answer (on a loaded machine, discovery of a
+        new endpoint can take seconds)."""
         if name not in self.clients:
             self.clients[name] = self.node.create_client(srv_type, name)
-        client = self.clients[name]
+        return self.clients[name]
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        """Call service ``name`` and return its response."""
+        client = self.client(srv_type, name)
         if not client.wait_for_service(timeout_sec=timeout):
             raise DroilError(f"no service {name} within {timeout:g} s")
         return self.result(client.call_async(request), timeout, name)
