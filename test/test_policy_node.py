@@ -3,7 +3,7 @@ hot-swapping under the 200 Hz loop, rejecting bad policies, and falling back to 
 
 Policies are trained here (BC, fast preset, on noisy LQR demonstrations) and checked in the
 simulator in-process before any test relies on them. Domain, processes and teardown are
-rosgraph.py's: this module draws its ROS domain from 101..200.
+rosgraph.py's: this module draws its ROS domain from 41..55.
 """
 
 import json
@@ -19,6 +19,7 @@ import pytest
 import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -418,3 +419,82 @@ def test_a_bad_thread_priority_is_one_line_and_exit_2():
     assert proc.returncode == 2, proc.stderr
     assert "thread_priority must be 0 (OS default) or 1-99, got 100" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class RoverProbe(ProbeNode):
+    """The example rover of test_real_bags as hardware: unnamed JointStates and an Imu at 50 Hz on
+    its own topics, a speed reference once ``reference`` is set; records its wheel commands."""
+
+    def setup(self):
+        self.record({"/rover/wheel_cmd": (JointState, ALL_COMMANDS)})
+        self.joint_pub = self.node.create_publisher(JointState, "/rover/joint_states", SENSOR_QOS)
+        self.imu_pub = self.node.create_publisher(Imu, "/rover/imu", SENSOR_QOS)
+        self.twist_pub = self.node.create_publisher(Twist, "/rover/cmd_vel", SENSOR_QOS)
+        self.reference: Twist | None = None
+        self.joints = JointState(name=[], position=[1.0, 1.0], velocity=[5.0, 5.0], effort=[0.0, 0.0])
+        self.imu = Imu()
+        self.imu.orientation.y, self.imu.orientation.w = np.sin(0.05), np.cos(0.05)  # 0.1 rad nose-up
+        self.imu.angular_velocity.z = 0.3
+        self.node.create_timer(0.02, self.publish)
+
+    def publish(self):
+        stamp = self.node.get_clock().now().to_msg()
+        self.joints.header.stamp = self.imu.header.stamp = stamp
+        self.joint_pub.publish(self.joints)
+        self.imu_pub.publish(self.imu)
+        if self.reference is not None:
+            self.twist_pub.publish(self.reference)
+
+    def velocities(self, since: float = 0.0) -> list[list[float]]:
+        return [list(m.velocity) for m in self.received("/rover/wheel_cmd", since)]
+
+
+def test_a_user_robot_end_to_end_from_its_bags_to_the_policy_node(tmp_path, launch, monkeypatch):
+    """Issue #17's worked example served: the rover's bags (JointState velocity setpoints held at
+    5 Hz, unnamed joints, the IMU in a bag of its own, a Twist speed reference as an observation
+    input) -> ``droil dataset from-bag`` -> ``droil train`` (no --robot) -> ONNX -> the policy node
+    reading the spec's topics and commanding JointState velocities on the spec's command topic.
+    Before: the node spoke only /joint_states, /imu/data and Float64MultiArray efforts."""
+    from conftest import run_droil
+    from test_real_bags import JS, ROVER, TWIST, rover_spec, session, write_session
+
+    observation = [*ROVER["observation"], {"name": "v_cmd", "unit": "m/s", "terms": [
+        {"source": "topic", "topic": "rover/cmd_vel", "type": TWIST, "field": "linear.x"}]}]
+    robots = tmp_path / "robots"
+    rover_spec(robots, command_type=JS, command_field="velocity", observation=observation)
+    rover_spec(tmp_path / "custom", observation=observation)  # rover_msgs/msg/WheelCommand
+    monkeypatch.setenv("DROIL_ROBOT_PATH", str(robots))
+    bags = write_session(tmp_path, session(command_type=JS, reference=True))
+    data, policy_path = tmp_path / "rover.npz", tmp_path / "policies" / "rover.onnx"
+    proc = run_droil("dataset", "from-bag", *map(str, bags), "--robot", "rover", "--out", str(data))
+    assert proc.returncode == 0 and "transitions" in proc.stdout, proc.stderr
+    proc = run_droil("train", "--algo", "bc", "--data", str(data), "--out", str(policy_path),
+                     "--config", "fast", "--steps", "200")
+    assert proc.returncode == 0, proc.stderr
+
+    spec = load_spec("rover")
+    probe = RoverProbe(DOMAIN)
+    try:
+        launch("policy", robot="rover", policy_path=policy_path, policy_dir=policy_path.parent,
+               autostart="true")
+        # no reference yet: stale input, the safe command (zero wheel speed), on the spec's topic
+        assert probe.wait_for(lambda: len(probe.velocities()) > 5, 60.0), "no command on /rover/wheel_cmd"
+        assert probe.velocities()[-1] == [0.0, 0.0]
+        assert all(m.name == [] for m in probe.received("/rover/wheel_cmd"))  # joints by index
+        probe.reference = Twist()
+        probe.reference.linear.x = 0.5
+        referenced = time.monotonic()
+        assert probe.wait_for(lambda: any(v != [0.0, 0.0] for v in probe.velocities(referenced)), 20.0)
+        obs = spec.observation_builder()(readings_from_msgs(
+            probe.joints, probe.imu, joint_names=spec.joints, messages={"rover/cmd_vel": probe.reference}))
+        expected = spec.action_to_command(OnnxPolicy(policy_path, spec)(obs))
+        np.testing.assert_allclose(probe.velocities()[-1], expected, atol=1e-6)
+    finally:
+        probe.close()
+
+    # the rover's own message type is served where its Python package is installed; here it is not
+    proc = subprocess.run([sys.executable, "-m", "droil_ros.nodes.policy", "--ros-args", "-p",
+                           f"robot:={tmp_path / 'custom' / 'rover.yaml'}"], capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, **ROS_ENV))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "command type rover_msgs/msg/WheelCommand is not importable here" in proc.stderr

@@ -27,7 +27,7 @@ from droil_ros.robots import load_spec
 WHEEL_COMMAND = "rover_msgs/msg/WheelCommand"
 TS = get_typestore(Stores.ROS2_KILTED)
 TS.register(get_types_from_msg("std_msgs/Header header\nfloat64[] velocity\n", WHEEL_COMMAND))
-JS, IMU = "sensor_msgs/msg/JointState", "sensor_msgs/msg/Imu"
+JS, IMU, TWIST = "sensor_msgs/msg/JointState", "sensor_msgs/msg/Imu", "geometry_msgs/msg/Twist"
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 OMEGA, MOUNT, FALL, UP = 5.0, 0.05, (3.0, 4.0), 1.0  # wheel speed, IMU pitch offset, fall [s]
@@ -81,8 +81,10 @@ def pitch(t: float) -> float:
     return MOUNT + (1.0 if FALL[0] <= t < FALL[1] else 0.0)
 
 
-def session(seconds=8.0):
-    """(bag, topic, msgtype, log time, bytes): joints and setpoints in 'joints', the IMU in 'imu'."""
+def session(seconds=8.0, command_type=WHEEL_COMMAND, reference=False):
+    """(bag, topic, msgtype, log time, bytes): joints and setpoints in 'joints', the IMU in 'imu'.
+    ``command_type``: the setpoints as a WheelCommand or as a JointState's velocity; ``reference``:
+    a speed reference (Twist, linear.x 0.5 m/s) on /rover/cmd_vel at 10 Hz too."""
     v3, quat = TS.types["geometry_msgs/msg/Vector3"], TS.types["geometry_msgs/msg/Quaternion"]
     msgs = []
     for k in range(int(seconds * 50)):  # 50 Hz, unnamed, angles wrapped
@@ -104,9 +106,16 @@ def session(seconds=8.0):
         msgs.append(("imu", "/rover/imu", IMU, ns + MS // 2, TS.serialize_cdr(msg, IMU)))
     for j in range(int(seconds * 5)):  # setpoints at 5 Hz, 7 ms after the period starts
         ns = T0 + j * 200 * MS + 7 * MS
-        cmd = TS.types[WHEEL_COMMAND](header=_header(ns), velocity=np.full(2, 0.1 * j))
-        msgs.append(("joints", "/rover/wheel_cmd", WHEEL_COMMAND, ns,
-                     TS.serialize_cdr(cmd, WHEEL_COMMAND)))
+        if command_type == WHEEL_COMMAND:
+            cmd = TS.types[WHEEL_COMMAND](header=_header(ns), velocity=np.full(2, 0.1 * j))
+        else:
+            cmd = TS.types[JS](header=_header(ns), name=[], position=np.zeros(0),
+                               velocity=np.full(2, 0.1 * j), effort=np.zeros(0))
+        msgs.append(("joints", "/rover/wheel_cmd", command_type, ns, TS.serialize_cdr(cmd, command_type)))
+    for k in range(int(seconds * 10) if reference else 0):
+        twist = TS.types[TWIST](linear=v3(x=0.5, y=0.0, z=0.0), angular=v3(x=0.0, y=0.0, z=0.0))
+        msgs.append(("joints", "/rover/cmd_vel", TWIST, T0 + k * 100 * MS + 2 * MS,
+                     TS.serialize_cdr(twist, TWIST)))
     return sorted(msgs, key=lambda m: m[3])
 
 
@@ -298,7 +307,7 @@ def test_a_term_reads_a_field_of_any_topic(tmp_path):
         {"source": "topic", "topic": "rover/odom", "type": odometry,
          "field": "twist.twist.linear.x"}]}]
     robot = load_spec(rover_spec(tmp_path / "robots", observation=observation))
-    assert robot.observation[-1].terms[0].topic == "/rover/odom"
+    assert robot.topic_inputs == {"rover/odom": odometry}  # relative: the bag's /rover/odom
     msgs = session()
     for k in range(80):  # 10 Hz, 3 ms after the joints' clock, the speed field holds the time
         ns = T0 + k * 100 * MS + 3 * MS

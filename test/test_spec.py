@@ -152,6 +152,8 @@ def wheel_legged_raw() -> dict:
     (lambda s: s.__setitem__("ros", {"command_field": "points[0]..velocities"}),
      "ros.command_field 'points\\[0\\]..velocities' is not a field path"),
     (lambda s: s.__setitem__("ros", {"pairing": "latest"}), "ros.pairing 'latest' is not supported"),
+    (lambda s: s.__setitem__("ros", {"state_topic": "robot joints"}),
+     "ros.state_topic 'robot joints' is not a topic name"),
     (lambda s: s.__setitem__("ros", {"joints": "by_number"}), "ros.joints 'by_number'"),
     (lambda s: s.__setitem__("gymnasium_id", "Hopper-v5"), "not both"),
 ])
@@ -168,13 +170,13 @@ def test_ros_section_defaults_are_todays_topics_and_keep_the_hash(tmp_path):
     spec = load_spec("wheel_legged")
     assert (spec.ros.state_topic, spec.ros.imu_topic, spec.ros.command_topic, spec.ros.command_type,
             spec.ros.command_kind, spec.ros.joints) == (
-        "/joint_states", "/imu/data", "/effort_controller/commands",
+        "joint_states", "imu/data", "effort_controller/commands",  # relative: in a node's namespace
         "std_msgs/msg/Float64MultiArray", "effort", "by_name")
     raw = wheel_legged_raw()
     raw["ros"] = {"state_topic": "robot/joint_states", "command_type": "std_msgs/Float64MultiArray",
                   "joints": "by_index"}
     custom = load_spec(write(tmp_path, yaml.safe_dump(raw)))
-    assert custom.ros.state_topic == "/robot/joint_states" and custom.ros.joints == "by_index"
+    assert custom.ros.state_topic == "robot/joint_states" and custom.ros.joints == "by_index"
     assert custom.ros.command_type == "std_msgs/msg/Float64MultiArray"
     assert custom.hash != spec.hash and spec.text == spec.source.read_text()
 

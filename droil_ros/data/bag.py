@@ -82,9 +82,7 @@ import yaml
 
 from droil_ros.data.dataset import DatasetError, TransitionDataset
 from droil_ros.robots.spec import (
-    IMU_SOURCES,
     PAIRINGS,
-    TOPIC_SOURCE,
     RobotSpec,
     SensorReadings,
     Task,
@@ -415,16 +413,6 @@ def _needed_joints(robot: RobotSpec) -> set[str]:
     return {j for element in robot.observation for term in element.terms for j in term.joints}
 
 
-def _topic_terms(robot: RobotSpec) -> dict[str, str]:
-    """Topic -> message type of the ``source: topic`` terms."""
-    return {term.topic: term.type for element in robot.observation for term in element.terms
-            if term.source == TOPIC_SOURCE}
-
-
-def _uses_imu(robot: RobotSpec) -> bool:
-    return any(term.source in IMU_SOURCES for element in robot.observation for term in element.terms)
-
-
 def _read_bags(paths: list[Path], topics: set[str]) -> _Bag:
     """The bags of one session as one: their topics' messages side by side on the shared clock."""
     bag = _read_bag(paths[0], topics)
@@ -471,10 +459,10 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
         raise BagError(f"resume_after must be positive, got {resume_after}")
 
     paths = [Path(p) for p in (bag_path if isinstance(bag_path, (list, tuple)) else [bag_path])]
-    uses_imu = _uses_imu(robot)
-    extra = _topic_terms(robot)
+    uses_imu = robot.uses_imu
+    extra = robot.topic_inputs
     required = [(joint_topic, JOINT_STATE), *([(imu_topic, IMU)] if uses_imu else []),
-                (command_topic, robot.ros.command_type), *extra.items()]
+                (command_topic, robot.ros.command_type), *((_topic(t), m) for t, m in extra.items())]
     wanted = {t for t, _ in required} | ({marker_topic} if marker_topic else set())
     bag = _read_bags(paths, wanted)
     recorded_for = bag.custom.get("droil_robot") if isinstance(bag.custom, dict) else None
@@ -534,7 +522,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
         commands.append((order, robot.command_to_action(values)))
     markers = sorted(order for order, m in decoded(marker_topic, MARKER) if not m.data) \
         if marker_topic else []
-    extras = {topic: list(decoded(topic, msgtype)) for topic, msgtype in extra.items()}
+    extras = {topic: list(decoded(_topic(topic), msgtype)) for topic, msgtype in extra.items()}
     for topic, usable in ((joint_topic, joints), (imu_topic, imus or not uses_imu),
                           (command_topic, any(c[1] is not None for c in commands)),
                           *extras.items()):

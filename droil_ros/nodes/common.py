@@ -65,18 +65,26 @@ def declare_robot(node: Node) -> RobotSpec:
     return load_spec(name)
 
 
-def readings_from_msgs(joint_state: JointState, imu: Imu,
-                       orientation: np.ndarray | None = None) -> SensorReadings:
-    """``orientation``: the Imu's quaternion as checked by ``imu_orientation`` (default: as sent)."""
-    q = imu.orientation
+def readings_from_msgs(joint_state: JointState, imu: Imu | None, orientation: np.ndarray | None = None,
+                       joint_names: tuple[str, ...] | None = None,
+                       messages: dict | None = None) -> SensorReadings:
+    """``imu`` None: a robot whose observation reads no IMU. ``orientation``: the Imu's quaternion
+    as checked by ``imu_orientation`` (default: as sent). ``joint_names``: the names of the
+    JointState's values in order, for robots whose JointStates carry none (default: its own).
+    ``messages``: the newest message of each topic the spec's ``source: topic`` terms read."""
+    if imu is None:
+        imu = Imu()
+        orientation = np.array([0.0, 0.0, 0.0, 1.0])
+    elif orientation is None:
+        q = imu.orientation
+        orientation = np.array([q.x, q.y, q.z, q.w])
     return SensorReadings(
-        joint_names=tuple(joint_state.name),
+        joint_names=joint_names or tuple(joint_state.name),
         position=np.array(joint_state.position, dtype=np.float64),
         velocity=np.array(joint_state.velocity, dtype=np.float64),
         effort=np.array(joint_state.effort, dtype=np.float64),
-        orientation=np.array([q.x, q.y, q.z, q.w]) if orientation is None else orientation,
-        angular_velocity=_vector(imu.angular_velocity),
-        linear_acceleration=_vector(imu.linear_acceleration),
+        orientation=orientation, angular_velocity=_vector(imu.angular_velocity),
+        linear_acceleration=_vector(imu.linear_acceleration), messages=dict(messages or {}),
     )
 
 
@@ -126,18 +134,29 @@ def _vector(v) -> np.ndarray:
     return np.array([v.x, v.y, v.z])
 
 
-def subscribe_states(node: Node, on_readings: Callable[[SensorReadings], None]) -> None:
-    """Call ``on_readings`` for each pair of the newest JointState and Imu, each message used
-    once: a controller that answers states (lockstep waits for one answer per state)."""
+def subscribe_states(node: Node, robot, on_readings: Callable[[SensorReadings], None]) -> None:
+    """Call ``on_readings`` for each pair of the newest JointState and Imu (the JointState alone
+    for a robot whose observation reads no IMU) on the spec's topics, each message used once: a
+    controller that answers states (lockstep waits for one answer per state). ``robot``: a
+    ``RobotInterface``; the newest message of each topic input goes with the readings."""
     latest: dict = {}
+    inputs: dict = {}
+    wanted = 2 if robot.spec.uses_imu else 1
 
     def take(kind: str, msg) -> None:
         latest[kind] = msg
-        if len(latest) == 2:
-            on_readings(readings_from_msgs(latest.pop("joints"), latest.pop("imu")))
+        if len(latest) == wanted and len(inputs) == len(robot.inputs):
+            on_readings(robot.readings(latest.pop("joints"), latest.pop("imu", None), messages=inputs))
 
-    node.create_subscription(Imu, "imu/data", lambda msg: take("imu", msg), SENSOR_QOS)
-    node.create_subscription(JointState, "joint_states", lambda msg: take("joints", msg), SENSOR_QOS)
+    def keep(topic: str, msg) -> None:
+        inputs[topic] = msg
+
+    ros = robot.spec.ros
+    if robot.spec.uses_imu:
+        node.create_subscription(Imu, ros.imu_topic, lambda msg: take("imu", msg), SENSOR_QOS)
+    node.create_subscription(JointState, ros.state_topic, lambda msg: take("joints", msg), SENSOR_QOS)
+    for topic, cls in robot.inputs.items():
+        node.create_subscription(cls, topic, lambda msg, topic=topic: keep(topic, msg), SENSOR_QOS)
 
 
 def joint_state_msg(readings: SensorReadings, stamp: Time) -> JointState:

@@ -1,4 +1,4 @@
-"""Records demonstrations (the standard topics) into rosbag2 bags (MCAP), crash-safe.
+"""Records demonstrations (the robot's topics) into rosbag2 bags (MCAP), crash-safe.
 
 Subscriptions take the CDR bytes as they come (``raw=True``) and the bag stores them unchanged,
 with the DDS receive time as log time and the send time as publish time (the order
@@ -11,7 +11,8 @@ plus ``metadata.yaml``. A recorder killed by SIGKILL, or by a power cut with ``f
 bag that rosbags, ``ros2 bag`` and ``droil dataset from-bag`` read up to the last flush; only
 the messages since then are lost.
 
-Topics: the standard topics are subscribed at once with their standard type and a QoS that
+Topics: the robot's (its spec's ``ros`` section and topic inputs) and the demonstration's
+(cmd_vel, joy, ...) are subscribed at once with their type and a QoS that
 matches their usual publishers (sensors best effort; commands reliable, as ros2_control's effort
 controller needs; ``sim_bridge/fallen`` reliable and transient-local, to get its latched value).
 Any other topic of ``topics`` is subscribed once the graph shows its publishers, with their type
@@ -24,7 +25,6 @@ must be known to rosbags' typestore (standard messages).
 
 from __future__ import annotations
 
-import importlib
 import sys
 import threading
 import time
@@ -43,18 +43,28 @@ from std_srvs.srv import Trigger
 from droil_ros.data.bag import BagError, BagWriter
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import declare_robot, describe, spin_node
+from droil_ros.nodes.interface import message_class
+from droil_ros.robots.spec import RobotSpec
 
-DEFAULT_TOPICS = ["joint_states", "imu/data", "effort_controller/commands", "cmd_vel", "joy",
-                  "droil/policy_updates", "sim_bridge/fallen"]
-KNOWN = {  # name: (type, reliable, transient local), as their usual publishers offer them
-    "joint_states": ("sensor_msgs/msg/JointState", False, False),
-    "imu/data": ("sensor_msgs/msg/Imu", False, False),
-    "effort_controller/commands": ("std_msgs/msg/Float64MultiArray", True, False),
+OTHER_TOPICS = {  # name: (type, reliable, transient local), as their usual publishers offer them
     "cmd_vel": ("geometry_msgs/msg/Twist", False, False),
     "joy": ("sensor_msgs/msg/Joy", False, False),
     "droil/policy_updates": ("std_msgs/msg/String", False, False),
     "sim_bridge/fallen": ("std_msgs/msg/Bool", True, True),
 }
+
+
+def known_topics(spec: RobotSpec) -> dict[str, tuple[str, bool, bool]]:
+    """The robot's topics (its spec's ``ros`` section and topic inputs) and the demonstration's,
+    with their types and the QoS their usual publishers offer."""
+    ros = spec.ros
+    return {ros.state_topic.strip("/"): ("sensor_msgs/msg/JointState", False, False),
+            **({ros.imu_topic.strip("/"): ("sensor_msgs/msg/Imu", False, False)} if spec.uses_imu else {}),
+            ros.command_topic.strip("/"): (ros.command_type, True, False),
+            **{topic.strip("/"): (msgtype, False, False) for topic, msgtype in spec.topic_inputs.items()},
+            **OTHER_TOPICS}
+
+
 DEPTH = 5000  # the subscription queue absorbs a recorder lagging by seconds without losing messages
 DISCOVERY_PERIOD = 0.25
 
@@ -77,15 +87,6 @@ def _same(qos: QoSProfile, reliable: bool, latched: bool) -> bool:
             and (qos.durability == DurabilityPolicy.TRANSIENT_LOCAL) == latched)
 
 
-def message_class(msgtype: str):
-    """The rclpy class of ``pkg/msg/Name``, or None when it is not installed."""
-    package, kind, name = (msgtype.split("/") + ["", ""])[:3]
-    try:
-        return getattr(importlib.import_module(f"{package}.{kind}"), name)
-    except (ImportError, AttributeError, ValueError):
-        return None
-
-
 class DemoRecorder(Node):
     def __init__(self):
         super().__init__("demo_recorder")
@@ -94,9 +95,11 @@ class DemoRecorder(Node):
         self.output_dir = Path(declare("output_dir", "./bags", describe(
             "folder of the bags; each recording is a sub-folder named with the UTC start time",
             read_only=True)).value)
-        topics = declare("topics", DEFAULT_TOPICS, describe(
+        known = known_topics(self.spec)
+        topics = declare("topics", list(known), describe(
             "topics to record (relative names resolve in the node's namespace); those never "
-            "published are not in the bag", read_only=True)).value
+            "published are not in the bag. Default: the robot spec's (ros section and topic "
+            "inputs), cmd_vel, joy, droil/policy_updates and sim_bridge/fallen", read_only=True)).value
         autostart = declare("autostart", False, describe(
             "start recording at launch instead of waiting for ~/start", read_only=True)).value
         self.flush_period = declare("flush_period", 0.5, describe(
@@ -121,8 +124,8 @@ class DemoRecorder(Node):
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         for topic, name in self.requested.items():
-            if name in KNOWN:
-                msgtype, reliable, latched = KNOWN[name]
+            if name in known:
+                msgtype, reliable, latched = known[name]
                 self._subscribe(topic, msgtype, record_qos(reliable, latched))
         self.done = threading.Event()
         self.flusher = threading.Thread(target=self._flush_loop, name="bag_flush", daemon=True)

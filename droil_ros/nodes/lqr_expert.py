@@ -18,17 +18,16 @@ from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
-from std_msgs.msg import Float64MultiArray
 
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import (
     COMMAND_QOS,
-    command_msg,
     declare_robot,
     describe,
     spin_node,
     subscribe_states,
 )
+from droil_ros.nodes.interface import RobotInterface
 from droil_ros.robots.spec import SensorReadings, Task
 from droil_ros.sim.lqr import LQRController
 
@@ -56,9 +55,10 @@ class LQRExpert(Node):
         self.last_pair = self.clock.now()
         self.stale = True  # nothing received yet: nothing to stop
 
-        self.command_pub = self.create_publisher(Float64MultiArray, "effort_controller/commands",
+        self.robot = RobotInterface(self.spec)
+        self.command_pub = self.create_publisher(self.robot.command.msg_type, self.spec.ros.command_topic,
                                                  COMMAND_QOS)
-        subscribe_states(self, self._act)
+        subscribe_states(self, self.robot, self._act)
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_timer(self.state_timeout / 2, self._watchdog, clock=self.clock)
         self.get_logger().info(f"{self.spec.id}/{task.name}: {self.controller_summary()}, "
@@ -81,10 +81,10 @@ class LQRExpert(Node):
         if not np.all(np.isfinite(obs)):
             self._safe("NaN or Inf in the observation")
             return
-        self.command_pub.publish(command_msg(self.spec.action_to_command(self.controller(obs))))
+        self.command_pub.publish(self.robot.command.encode(self.spec.action_to_command(self.controller(obs))))
 
     def _safe(self, why: str) -> None:
-        self.command_pub.publish(command_msg(self.zero))
+        self.command_pub.publish(self.robot.command.encode(self.zero))
         self.get_logger().warning(f"{why}: zero effort", throttle_duration_sec=1.0)
 
     def _watchdog(self) -> None:

@@ -1,4 +1,6 @@
-"""Serve an exported ONNX policy: JointState + Imu -> observation (spec) -> policy -> effort commands.
+"""Serve an exported ONNX policy: JointState + Imu (+ the spec's topic inputs) -> observation
+(spec) -> policy -> commands, on the topics and in the command message of the spec's ``ros``
+section (any message type whose Python package is installed: droil_ros.nodes.interface).
 
 A lifecycle node, so that bringup decides when a learned policy may drive the robot:
 configure loads and validates ``policy_path`` (a bad file or one made for another robot fails the
@@ -13,7 +15,8 @@ Imu; missing, stale (received more than ``max_obs_age`` ago), NaN/Inf or unusabl
 policy, a policy error or a latched e-stop give the safe action and count a fault in
 ``/diagnostics``; the node never stops on bad input.
 
-The safe action is zero torque. On a balancing robot that is 'let it fall', not 'hold still':
+The safe action is zero torque (zero speed for a velocity-commanded robot; a position-commanded
+one holds the positions last measured). On a balancing robot that is 'let it fall', not 'hold still':
 there is no torque that is safe without a working controller, so a real robot's driver must
 handle the fall (brakes, a fall-arrest, cutting power), and time out on commands: a node killed
 outright sends nothing. ``~/estop`` (True) latches the safe action until ``~/reset_estop`` is
@@ -89,7 +92,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Bool, Float64MultiArray, Header, String
+from std_msgs.msg import Bool, Header, String
 from std_srvs.srv import Trigger
 
 from droil_ros.errors import DroilError
@@ -99,14 +102,13 @@ from droil_ros.nodes.common import (
     SENSOR_QOS,
     Implausible,
     check_joint_state,
-    command_msg,
     declare_robot,
     describe,
     imu_orientation,
-    readings_from_msgs,
     spin_node,
     stamp_seconds,
 )
+from droil_ros.nodes.interface import RobotInterface
 from droil_ros.policy.runtime import OnnxPolicy, PolicyError, PolicyOutputError
 from droil_ros.policy.vetting import Vetter, memory_limit
 from droil_ros.robots.spec import RobotSpec
@@ -125,6 +127,7 @@ JOINT_STATE_SLACK = 4
 BYTES_PER_JOINT = 256 + 3 * 8  # a name of up to 256 characters and three doubles
 MESSAGE_OVERHEAD = 512  # header, frame id, sequence lengths
 MAX_IMU_BYTES = 4096  # an Imu is about 330 bytes plus its frame id
+MAX_INPUT_BYTES = 65536  # a topic input of the observation (a Twist, a small custom message)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -227,7 +230,7 @@ def _refuse_service(self, reason: str, request, response):
 
 def _safe_tick(self, reason: str) -> None:
     if self.command_pub is not None:
-        self.command_pub.publish(self.safe_command)
+        self._publish_safe()
 
 
 class PolicyNode(LifecycleNode):
@@ -237,6 +240,7 @@ class PolicyNode(LifecycleNode):
         if not self.spec.uses_sensor_observation:
             raise DroilError(f"the policy node serves robots observed through JointState + Imu; "
                              f"'{self.spec.id}' observes through Gymnasium")
+        self.robot = RobotInterface(self.spec)  # its topics, command type and inputs
         declare = self.declare_parameter
         declare("policy_path", "", describe(
             "ONNX policy to serve (empty: none, the safe action until one is set); set it at run "
@@ -247,6 +251,9 @@ class PolicyNode(LifecycleNode):
         self.max_obs_age = declare("max_obs_age", 3.0 / self.rate if self.rate > 0 else 0.0, describe(
             "seconds since the newest JointState or Imu arrived beyond which the input is stale and "
             "the safe action is sent (default: 3 control periods)", read_only=True)).value
+        self.max_input_age = declare("max_input_age", 0.5, describe(
+            "seconds since the newest message of a topic input (the spec's 'source: topic' terms, "
+            "e.g. a reference Twist) arrived beyond which it is stale", read_only=True)).value
         self.auto_swap = declare("auto_swap", False, describe(
             "hot-swap to the policy paths announced on /droil/policy_updates (read-only: no other "
             "node may turn it on)", read_only=True)).value
@@ -298,6 +305,7 @@ class PolicyNode(LifecycleNode):
             "seconds between /diagnostics messages (latencies are over this period)",
             read_only=True)).value
         for name, value in (("control_rate_hz", self.rate), ("max_obs_age", self.max_obs_age),
+                            ("max_input_age", self.max_input_age),
                             ("diagnostics_period", diagnostics_period),
                             ("max_policy_bytes", self.max_policy_bytes),
                             ("max_inference_fraction", self.max_inference_fraction),
@@ -315,7 +323,6 @@ class PolicyNode(LifecycleNode):
                                       f"{self.spec.control_rate_hz:g}: policies were trained at that rate")
         self.period = 1.0 / self.rate
         self.fifo = self._set_fifo(priority) if priority else 0  # the loop thread's SCHED_FIFO priority
-        self.safe_command = command_msg(np.zeros(len(self.spec.actuators)))
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.max_names = JOINT_STATE_SLACK * len(self.spec.joints)
         self.max_joint_state_bytes = MESSAGE_OVERHEAD + self.max_names * BYTES_PER_JOINT
@@ -337,7 +344,9 @@ class PolicyNode(LifecycleNode):
         self.orientation: np.ndarray | None = None  # of self.imu, normalised
         self.joint_state_at = self.imu_at = -math.inf  # time.monotonic() of receipt
         self.input_faults: dict[str, Fault] = {}  # topic -> why its newest message was refused
-        self.stamps = {"joint_states": -math.inf, "imu/data": -math.inf}  # newest accepted header stamps
+        self.inputs: dict[str, tuple[float, object]] = {}  # topic input -> (monotonic receipt, message)
+        # newest accepted header stamps
+        self.stamps = {"joint_states": -math.inf, **({"imu/data": -math.inf} if self.spec.uses_imu else {})}
         self.estop_input = False  # last value on ~/estop
         self.estop_latched = False
         self.enabled_at = -math.inf  # time.monotonic() of the last ~/enable True (deadman)
@@ -425,12 +434,16 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.policy_path, self.configure_error = path, ""
         self.policy_faults_in_row, self.policy_disabled = 0, False
-        self.command_pub = self.create_lifecycle_publisher(Float64MultiArray, "effort_controller/commands",
+        ros = self.spec.ros
+        self.command_pub = self.create_lifecycle_publisher(self.robot.command.msg_type, ros.command_topic,
                                                            COMMAND_QOS)
         # raw: a message's size is checked before rclpy turns it into Python objects
         self.sensor_subs = [
-            self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS, raw=True),
-            self.create_subscription(Imu, "imu/data", self._on_imu, SENSOR_QOS, raw=True),
+            self.create_subscription(JointState, ros.state_topic, self._on_joint_state, SENSOR_QOS, raw=True),
+            *([self.create_subscription(Imu, ros.imu_topic, self._on_imu, SENSOR_QOS, raw=True)]
+              if self.spec.uses_imu else []),
+            *(self.create_subscription(cls, topic, partial(self._on_input, topic, cls), SENSOR_QOS, raw=True)
+              for topic, cls in self.robot.inputs.items()),
         ]
         self.state = "inactive"
         if self.policy is None:
@@ -479,8 +492,25 @@ class PolicyNode(LifecycleNode):
         """Stop acting: the timer first, then one safe command (effort controllers hold the last one)."""
         self.destroy_timer(self.timer)
         self.timer = None
-        self.command_pub.publish(self.safe_command)
+        self._publish_safe()
         self.get_logger().info("stopped commanding after a safe (zero-torque) command")
+
+    def _publish_safe(self) -> None:
+        """Zero effort or velocity; a position-commanded robot holds the positions last measured
+        (nothing is sent before a JointState: its controller holds its own setpoint)."""
+        command = np.zeros(len(self.spec.actuators))
+        if self.robot.command.kind == "position":
+            if self.joint_state is None:
+                return
+            try:
+                readings = self.robot.readings(self.joint_state, None)
+                index = {name: i for i, name in enumerate(readings.joint_names)}
+                command = readings.position[[index[j] for j in self.spec.actuators.values()]]
+            except (KeyError, IndexError):
+                return
+            if not np.all(np.isfinite(command)):
+                return
+        self.command_pub.publish(self.robot.command.encode(command))
 
     def _release(self) -> None:
         for sub in self.sensor_subs:
@@ -491,6 +521,7 @@ class PolicyNode(LifecycleNode):
             self.command_pub = None
         self.policy, self.policy_path = None, ""
         self.joint_state = self.imu = self.orientation = None
+        self.inputs.clear()
         self.input_faults.clear()
 
     # sensors --------------------------------------------------------------------------------
@@ -528,6 +559,20 @@ class PolicyNode(LifecycleNode):
         self.input_faults.pop("imu/data", None)
         self.imu, self.orientation, self.imu_at = msg, orientation, time.monotonic()
 
+    @total()
+    def _on_input(self, topic: str, kind, raw: bytes) -> None:
+        """A topic input: any type, so its size is bounded, not its content."""
+        try:
+            if len(raw) > MAX_INPUT_BYTES:
+                raise Implausible("oversize", f"{topic}: message of {len(raw)} bytes, at most "
+                                              f"{MAX_INPUT_BYTES} accepted")
+            msg = _deserialize(raw, kind)
+        except Implausible as exc:
+            self.input_faults[topic] = Fault(exc.kind, str(exc))
+            return
+        self.input_faults.pop(topic, None)
+        self.inputs[topic] = (time.monotonic(), msg)
+
     def _check_stamp(self, topic: str, header: Header) -> None:
         """With use_header_stamps: a stamp must be set and never go backwards (age: at each tick)."""
         if not self.use_header_stamps:
@@ -557,10 +602,10 @@ class PolicyNode(LifecycleNode):
         try:
             action = self._act(policy)
         except Fault as fault:
-            self.command_pub.publish(self.safe_command)
+            self._publish_safe()
             self._record(fault)
         else:
-            self.command_pub.publish(command_msg(self.spec.action_to_command(action)))
+            self.command_pub.publish(self.robot.command.encode(self.spec.action_to_command(action)))
             self.faulted = False
             if self.swap_started is not None:  # the first action of a swapped-in policy
                 self.swap_ms = (time.perf_counter() - self.swap_started) * 1e3
@@ -581,18 +626,28 @@ class PolicyNode(LifecycleNode):
                                            f"{self.max_policy_faults} faults in a row (swap in another)")
         for fault in self.input_faults.values():
             raise fault
-        if self.joint_state is None or self.imu is None:
-            raise Fault("stale", "no JointState + Imu received yet")
-        age = time.monotonic() - min(self.joint_state_at, self.imu_at)
+        uses_imu = self.spec.uses_imu
+        if self.joint_state is None or (uses_imu and self.imu is None):
+            raise Fault("stale", f"no JointState{' + Imu' if uses_imu else ''} received yet")
+        now = time.monotonic()
+        age = now - min(self.joint_state_at, self.imu_at if uses_imu else math.inf)
         if age > self.max_obs_age:
             raise Fault("stale", f"newest input is {age * 1e3:.0f} ms old (max_obs_age "
                                  f"{self.max_obs_age * 1e3:.0f} ms)")
+        for topic in self.robot.inputs:
+            if topic not in self.inputs:
+                raise Fault("stale", f"nothing received on {topic} yet")
+            age = now - self.inputs[topic][0]
+            if age > self.max_input_age:
+                raise Fault("stale", f"newest {topic} is {age * 1e3:.0f} ms old (max_input_age "
+                                     f"{self.max_input_age * 1e3:.0f} ms)")
         if self.use_header_stamps:
             stamp_age = self.get_clock().now().nanoseconds * 1e-9 - min(self.stamps.values())
             if abs(stamp_age) > self.max_obs_age:
                 raise Fault("stamp", f"header stamps are {stamp_age * 1e3:.0f} ms "
                                      f"{'old' if stamp_age > 0 else 'in the future'}")
-        readings = readings_from_msgs(self.joint_state, self.imu, self.orientation)
+        readings = self.robot.readings(self.joint_state, self.imu, self.orientation,
+                                       {topic: msg for topic, (_, msg) in self.inputs.items()})
         try:
             obs = self.observe(readings)
         except ValueError as exc:

@@ -29,7 +29,7 @@ from rclpy.node import Node
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Bool, Float64MultiArray, Header
+from std_msgs.msg import Bool, Header
 from std_srvs.srv import Trigger
 
 from droil_ros.errors import DroilError, PerturbationError
@@ -40,11 +40,11 @@ from droil_ros.nodes.common import (
     SENSOR_QOS,
     declare_robot,
     describe,
-    effort_from_msg,
     imu_msg,
     joint_state_msg,
     spin_node,
 )
+from droil_ros.nodes.interface import RobotInterface
 from droil_ros.sim.envs import make_env
 from droil_ros.sim.perturb import parse_perturbation
 
@@ -118,11 +118,13 @@ class SimBridge(Node):
         self.resume_with = None  # lockstep: what to do on resume for a command that came while paused
         self.action = np.zeros(self.spec.act_dim)  # of the last valid command (zero-order hold)
 
-        self.imu_pub = self.create_publisher(Imu, "imu/data", SENSOR_QOS)
-        self.joint_pub = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
+        self.robot = RobotInterface(self.spec)
+        ros = self.spec.ros
+        self.imu_pub = self.create_publisher(Imu, ros.imu_topic, SENSOR_QOS)
+        self.joint_pub = self.create_publisher(JointState, ros.state_topic, SENSOR_QOS)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
         self.fallen_pub = self.create_publisher(Bool, "~/fallen", LATCHED_QOS)
-        self.create_subscription(Float64MultiArray, "effort_controller/commands", self._on_command,
+        self.create_subscription(self.robot.command.msg_type, ros.command_topic, self._on_command,
                                  COMMAND_HOLD_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -189,7 +191,10 @@ class SimBridge(Node):
         stamp = (sim_now if self.publish_clock else self.get_clock().now()).to_msg()
         readings = self.sim.readings()
         self.imu_pub.publish(imu_msg(readings, stamp, self.frame_id))
-        self.joint_pub.publish(joint_state_msg(readings, stamp))
+        joint_state = joint_state_msg(readings, stamp)
+        if self.robot.joint_names:  # a robot whose JointStates carry no names
+            joint_state.name = []
+        self.joint_pub.publish(joint_state)
         if self.publish_clock:
             self.clock_pub.publish(ClockMsg(clock=stamp))
         if self.mode == "lockstep":
@@ -216,9 +221,9 @@ class SimBridge(Node):
                                       f"call ~/reset for a new episode")
         self._publish_state()
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
+    def _on_command(self, msg) -> None:
         try:
-            action = self.spec.command_to_action(effort_from_msg(msg, self.spec))
+            action = self.spec.command_to_action(self.robot.command.decode(msg))
         except ValueError as exc:
             self.get_logger().warning(f"ignored command: {exc}", throttle_duration_sec=1.0)
             return

@@ -27,17 +27,16 @@ from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
-from std_msgs.msg import Float64MultiArray
 
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import (
     COMMAND_QOS,
-    command_msg,
     declare_robot,
     describe,
     spin_node,
     subscribe_states,
 )
+from droil_ros.nodes.interface import RobotInterface
 from droil_ros.robots.spec import SensorReadings
 from droil_ros.sim.lqr import LQRController
 
@@ -122,9 +121,10 @@ class Teleop(Node):
             raise DroilError(f"mode torque drives a robot with one action; '{self.spec.id}' has "
                              f"{self.spec.act_dim}")
         self.lqr = LQRController(self.spec) if p["assist"] > 0 else None
-        self.command_pub = self.create_publisher(Float64MultiArray, "effort_controller/commands",
+        self.robot = RobotInterface(self.spec)
+        self.command_pub = self.create_publisher(self.robot.command.msg_type, self.spec.ros.command_topic,
                                                  COMMAND_QOS)
-        subscribe_states(self, self._act)
+        subscribe_states(self, self.robot, self._act)
 
     def _act(self, readings: SensorReadings) -> None:
         """Torque mode: answer each state (the newest JointState and Imu, each used once); the
@@ -137,7 +137,7 @@ class Teleop(Node):
                 obs = None
             if obs is not None and np.all(np.isfinite(obs)):
                 action = action + self.p["assist"] * self.lqr(obs)
-        self.command_pub.publish(command_msg(self.spec.action_to_command(action)))
+        self.command_pub.publish(self.robot.command.encode(self.spec.action_to_command(action)))
 
     def destroy_node(self):
         if self.p["source"] == "keyboard":

@@ -37,6 +37,7 @@ SPEC_KEYS = ("id", "description", "model", "gymnasium_id", "control_rate_hz", "g
 ROBOT_PATH_ENV = "DROIL_ROBOT_PATH"
 MESSAGE_TYPE = re.compile(r"[A-Za-z]\w*/msg/[A-Za-z]\w*")
 FIELD_PATH = re.compile(r"[A-Za-z]\w*(\[\d+\])*(\.[A-Za-z]\w*(\[\d+\])*)*")
+TOPIC_NAME = re.compile(r"/?[A-Za-z_]\w*(/[A-Za-z_]\w*)*")  # absolute, or relative to a namespace
 COMMAND_KINDS = ("effort", "velocity", "position")
 JOINT_ORDERS = ("by_name", "by_index")
 # An observation element beyond +-this (in its own SI unit) is a broken sensor, not a state: the
@@ -128,8 +129,10 @@ class Task:
 
 @dataclass(frozen=True)
 class RosInterface:
-    """The robot's ROS interface (spec section ``ros``; defaults: what sim_bridge speaks). The bag
-    converter reads it; the nodes still use the defaults. ``joints: by_index`` reads JointStates
+    """The robot's ROS interface (spec section ``ros``; defaults: what sim_bridge speaks), read by
+    the nodes and the bag converter. Topics are ROS names as written: a relative one resolves in a
+    node's namespace (a bag's topics are absolute: there it resolves at the root); remapping with
+    ``--ros-args -r`` applies on top. ``joints: by_index`` reads JointStates
     without names, their values in the order of the spec's ``joints``. ``command_type`` is any
     ``pkg/msg/Type`` (a bag carries the definitions of its types); ``command_field`` is the field
     path, or one path per actuator, holding the actuators' values (``data``, ``velocity``,
@@ -138,9 +141,9 @@ class RosInterface:
     ``nearest`` Imu, with the Imu interpolated to its stamp (``interpolate_imu``), or an Imu
     with the JointStates interpolated to its stamp (``interpolate_joints``)."""
 
-    state_topic: str = "/joint_states"
-    imu_topic: str = "/imu/data"
-    command_topic: str = "/effort_controller/commands"
+    state_topic: str = "joint_states"
+    imu_topic: str = "imu/data"
+    command_topic: str = "effort_controller/commands"
     command_type: str = "std_msgs/msg/Float64MultiArray"
     command_field: tuple[str, ...] = ("data",)
     command_kind: str = "effort"
@@ -196,6 +199,15 @@ class RobotSpec:
     @cached_property
     def obs_high(self) -> np.ndarray:
         return np.array([e.high for e in self.observation] or [OBS_BOUND] * self.obs_dim)
+
+    @cached_property
+    def uses_imu(self) -> bool:
+        return any(t.source in IMU_SOURCES for e in self.observation for t in e.terms)
+
+    @cached_property
+    def topic_inputs(self) -> dict[str, str]:
+        """Topic -> message type of the ``source: topic`` terms."""
+        return {t.topic: t.type for e in self.observation for t in e.terms if t.source == TOPIC_SOURCE}
 
     @cached_property
     def uses_orientation(self) -> bool:
@@ -382,11 +394,10 @@ def _parse_observation(raw, joints: tuple[str, ...], where: str):
                     raise SpecError(f"{where}: observation '{name}' names unknown joints {unknown}")
             elif source == TOPIC_SOURCE:
                 topic, msgtype, path = (str(t.get(k, "")).strip() for k in ("topic", "type", "field"))
-                if not (topic.strip("/") and MESSAGE_TYPE.fullmatch(msgtype)
+                if not (TOPIC_NAME.fullmatch(topic) and MESSAGE_TYPE.fullmatch(msgtype)
                         and FIELD_PATH.fullmatch(path)):
                     raise SpecError(f"{where}: observation '{name}': source topic needs 'topic', "
                                     f"'type' (pkg/msg/Type) and 'field' (a field path)")
-                t = {**t, "topic": "/" + topic.lstrip("/")}
             elif source not in IMU_SOURCES:
                 raise SpecError(f"{where}: observation '{name}': unknown source '{source}'")
             reduce = t.get("reduce", "mean")
@@ -522,10 +533,8 @@ def _parse_ros(raw, where: str) -> RosInterface:
                             f"path (e.g. data, velocity, points[0].velocities)")
         values["command_field"] = paths
     for key in ("state_topic", "imu_topic", "command_topic"):
-        if key in values:
-            if not values[key].strip("/"):
-                raise SpecError(f"{where}: ros.{key} is empty")
-            values[key] = "/" + values[key].lstrip("/")
+        if key in values and not TOPIC_NAME.fullmatch(values[key]):
+            raise SpecError(f"{where}: ros.{key} '{values[key]}' is not a topic name")
     if "command_type" in values:
         package, _, name = values["command_type"].rpartition("/")
         if not package.endswith("/msg"):  # ROS 1 style std_msgs/Float64MultiArray

@@ -1,0 +1,142 @@
+"""The robot's ROS interface as the nodes speak it, from the spec's ``ros`` section: the command
+message of any type (the field paths that hold the actuators' values), joints by name or by
+index, and the ``source: topic`` inputs of the observation. The topics themselves are the spec's
+``ros.*_topic`` names, used as written (relative ones resolve in the node's namespace)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import numpy as np
+from sensor_msgs.msg import Imu, JointState
+
+from droil_ros.errors import DroilError
+from droil_ros.nodes.common import readings_from_msgs
+from droil_ros.robots.spec import RobotSpec, SensorReadings, message_field
+
+STANDARD_COMMANDS = ("std_msgs/msg/Float64MultiArray", "sensor_msgs/msg/JointState",
+                     "trajectory_msgs/msg/JointTrajectory")
+_PATH_PART = re.compile(r"(\w+)((?:\[\d+\])*)")
+
+
+def message_class(msgtype: str):
+    """The rclpy class of ``pkg/msg/Name``, or None when it is not installed."""
+    package, kind, name = (msgtype.split("/") + ["", ""])[:3]
+    try:
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def require_message_class(msgtype: str, what: str):
+    cls = message_class(msgtype)
+    if cls is None:
+        raise DroilError(f"{what} type {msgtype} is not importable here: source the workspace that "
+                         f"builds {msgtype.split('/')[0]} (standard command types need nothing: "
+                         f"{', '.join(STANDARD_COMMANDS)})")
+    return cls
+
+
+def _element_class(msg, name: str):
+    """The message class of the elements of sequence field ``name`` of ``msg``."""
+    slot = msg.SLOT_TYPES[list(msg.get_fields_and_field_types()).index(name)]
+    element = slot.value_type
+    return getattr(importlib.import_module(".".join(element.namespaces)), element.name)
+
+
+def _assign(msg, path: str, value) -> None:
+    """Set the field at ``path`` (``data``, ``points[0].velocities``, ``wheels[1].speed``),
+    growing message sequences on the way."""
+    parts = _PATH_PART.findall(path)
+    for k, (name, indexes) in enumerate(parts):
+        last = k == len(parts) - 1
+        index = [int(i) for i in re.findall(r"\d+", indexes)]
+        if not index:
+            if last:
+                setattr(msg, name, value)
+                return
+            msg = getattr(msg, name)
+            continue
+        if len(index) > 1:
+            raise ValueError(f"{path}: one index per field")
+        i = index[0]
+        if last:  # a number in a numeric sequence
+            values = list(getattr(msg, name))
+            values += [0.0] * (i + 1 - len(values))
+            values[i] = value
+            setattr(msg, name, values)
+            return
+        sequence = getattr(msg, name)
+        while len(sequence) <= i:
+            sequence.append(_element_class(msg, name)())
+        msg = sequence[i]
+
+
+class CommandCodec:
+    """Actuator commands (one value per actuator, in the order of ``spec.actuators``) to and from
+    the robot's command message: ``ros.command_type``, the values at ``ros.command_field`` (one
+    path for all actuators, or one per actuator); with joints by name, a JointState or
+    JointTrajectory command names the actuators' joints."""
+
+    def __init__(self, spec: RobotSpec):
+        ros = spec.ros
+        self.n = len(spec.actuators)
+        self.msg_type = require_message_class(ros.command_type, "command")
+        self.paths = ros.command_field
+        if len(self.paths) not in (1, self.n):
+            raise DroilError(f"ros.command_field has {len(self.paths)} paths: one for all actuators "
+                             f"or one per actuator ({self.n})")
+        self.names = list(spec.actuators.values()) if ros.joints == "by_name" else []
+        self.kind = ros.command_kind
+        try:
+            self.encode(np.zeros(self.n))
+        except (AttributeError, TypeError, ValueError, AssertionError) as exc:
+            raise DroilError(f"ros.command_field {' + '.join(self.paths)} does not fit "
+                             f"{ros.command_type}: {exc}") from None
+
+    def encode(self, command: np.ndarray, stamp=None):
+        msg = self.msg_type()
+        values = [float(v) for v in command]
+        if len(self.paths) == 1:
+            _assign(msg, self.paths[0], values)
+        else:
+            for path, value in zip(self.paths, values, strict=True):
+                _assign(msg, path, value)
+        if self.names:
+            if hasattr(msg, "joint_names"):
+                msg.joint_names = self.names
+            elif isinstance(msg, JointState):
+                msg.name = self.names
+        if stamp is not None and hasattr(msg, "header"):
+            msg.header.stamp = stamp
+        return msg
+
+    def decode(self, msg) -> np.ndarray:
+        """The command's values; ValueError (with the reason) when it cannot be applied."""
+        try:
+            values = np.concatenate([message_field(msg, path) for path in self.paths])
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise ValueError(f"command without {' + '.join(self.paths)} ({exc})") from None
+        if values.shape != (self.n,):
+            raise ValueError(f"command has {values.size} values, expected {self.n}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("command contains NaN or Inf")
+        return values
+
+
+class RobotInterface:
+    """What a node needs to talk to the robot of ``spec``: its command codec, the classes of
+    its topic inputs (DroilError, one line, when a type is not importable) and readings from
+    its messages."""
+
+    def __init__(self, spec: RobotSpec):
+        self.spec = spec
+        self.command = CommandCodec(spec)
+        self.inputs = {topic: require_message_class(msgtype, f"observation input {topic}:")
+                       for topic, msgtype in spec.topic_inputs.items()}
+        self.joint_names = spec.joints if spec.ros.joints == "by_index" else None
+
+    def readings(self, joint_state: JointState, imu: Imu | None, orientation: np.ndarray | None = None,
+                 messages: dict | None = None) -> SensorReadings:
+        return readings_from_msgs(joint_state, imu, orientation, self.joint_names, messages)
