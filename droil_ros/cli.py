@@ -113,7 +113,7 @@ def cmd_dataset(args) -> int:
             raise DroilError("from-bag needs --robot and --out")
         robot = load_spec(args.robot)
         transitions = read_bag_transitions(args.source, robot, task=args.task, pairing=args.pairing,
-                                           resume_after=args.resume_after)
+                                           resume_after=args.resume_after, hold_max_age=args.hold_max_age)
         dataset = transitions.to_dataset(robot)
         print(f"{dataset.save(args.out)}: {len(dataset)} transitions, {dataset.n_episodes} episodes, "
               f"{int(dataset.terminals.sum())} falls, robot {dataset.robot_id}, hash {dataset.hash}")
@@ -332,6 +332,10 @@ def build_parser() -> Parser:
     ds.add_argument("--resume-after", type=positive_float, default=1.0, metavar="SECONDS",
                     help="from-bag: after a fall, a new episode once the tilt is within the task's "
                          "init_tilt this long (default 1)")
+    ds.add_argument("--hold-max-age", type=positive_float, default=None, metavar="SECONDS",
+                    help="from-bag, hold pairing: a setpoint older than this at a state is not in "
+                         "force (the robot driver's command timeout): the state is dropped "
+                         "(default: no limit)")
     ds.add_argument("--report", action="store_true",
                     help="from-bag: print what was kept and dropped, and why")
     ds.add_argument("--root", default=None, help="Minari datasets folder (MINARI_DATASETS_PATH)")

@@ -227,6 +227,21 @@ def test_held_setpoints_pair_by_zero_order_hold(rover, tmp_path):
     assert "skipped 1 /rover/wheel_cmd with 3 values" in bad.report
 
 
+def test_a_held_setpoint_expires_at_hold_max_age(rover, tmp_path):
+    """A robot's driver stops holding a setpoint after its command timeout: with ``hold_max_age``
+    (here 0.1 s against setpoints every 0.2 s) the states whose setpoint is older are dropped,
+    counted, and every kept state's setpoint is at most that old."""
+    robot, bags = rover
+    t = read_bag_transitions(bags, robot, hold_max_age=0.1)
+    times = state_time(t.observations)
+    age = times + 0.0005 - (0.2 * np.floor((times - 0.007) / 0.2) + 0.007)  # JointStates log 0.5 ms late
+    assert len(t) > 100 and np.all((age > 0) & (age <= 0.1)), age.max()
+    assert ", 148 whose setpoint was older than 0.1 s" in t.report  # about half: 4-5 of 10 per setpoint
+    proc = run_droil("dataset", "from-bag", *map(str, bags), "--robot", str(robot.source),
+                     "--out", str(tmp_path / "d.npz"), "--hold-max-age", "0.1", "--report")
+    assert proc.returncode == 0 and "states whose setpoint was older than 0.1 s" in proc.stdout, proc.stderr
+
+
 def test_report_says_what_was_kept_and_dropped(rover, tmp_path):
     """Before: from-bag printed the kept transitions only; the reasons were in the dataset's
     meta. Now it prints the drops, and ``--report`` each rule's count and each episode."""

@@ -30,8 +30,9 @@ into a ``TransitionDataset`` through the robot spec. The rules:
   published after state k (after both of its messages) and before state k+1: the command
   computed from that state, as lockstep and the LQR node do. ``pairing: hold``: the last command
   published before state k's JointState, the setpoint in force (zero-order hold, as a robot
-  holding a teleop's few setpoints a second; no age limit). Commands (one per actuator,
-  ``spec.actuators`` order) become the action through the least-squares inverse of
+  holding a teleop's few setpoints a second); with ``hold_max_age`` a setpoint older than that
+  at the state is no longer in force (a driver's command timeout) and the state is dropped.
+  Commands (one per actuator, ``spec.actuators`` order) become the action through the least-squares inverse of
   ``spec.action_gains``, as in sim_bridge. s' is state k+1.
 - **Dropped.** A state without such a command, or whose command is unusable (wrong number of
   values, NaN; counted apart), or more than 1.5 control periods before the next state (a state
@@ -438,7 +439,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
                          joint_topic: str | None = None, imu_topic: str | None = None,
                          command_topic: str | None = None, reset_gap: float | None = None,
                          marker_topic: str | None = "/sim_bridge/fallen", pairing: str | None = None,
-                         resume_after: float = 1.0) -> BagTransitions:
+                         resume_after: float = 1.0, hold_max_age: float | None = None) -> BagTransitions:
     """Transitions of a bag, or of the bags of one session (a list), in float64 (the rules are in
     the module docstring); topics and pairing not given are the spec's (``ros`` section)."""
     if not robot.uses_sensor_observation:
@@ -457,6 +458,8 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
         raise BagError(f"reset_gap must be positive, got {reset_gap}")
     if not resume_after > 0:
         raise BagError(f"resume_after must be positive, got {resume_after}")
+    if hold_max_age is not None and not hold_max_age > 0:
+        raise BagError(f"hold_max_age must be positive, got {hold_max_age}")
 
     paths = [Path(p) for p in (bag_path if isinstance(bag_path, (list, tuple)) else [bag_path])]
     uses_imu = robot.uses_imu
@@ -536,7 +539,8 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
     counts: Counter[str] = Counter()
     episodes: list[list] = []
     transitions = _transitions(states, commands, markers, dt_ns, reset_gap_ns, robot, the_task,
-                               pairing, 1e9 * resume_after, counts, episodes)
+                               pairing, 1e9 * resume_after, counts, episodes,
+                               math.inf if hold_max_age is None else 1e9 * hold_max_age)
     if transitions is None or not len(transitions[0]):
         rule = ("no state answered by a command before the next state" if pairing == "answer"
                 else "no state after a command")
@@ -550,6 +554,8 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
               f"{counts['no_command']} states {no_command}, {counts['lost']} before a lost state, "
               f"{counts['fallen']} after a fall"
               + (f", {counts['bad_command']} whose command was unusable" if counts["bad_command"] else "")
+              + (f", {counts['old_command']} whose setpoint was older than {hold_max_age:g} s"
+                 if counts["old_command"] else "")
               + (f", {counts['resumed']} episodes resumed after a fall" if counts["resumed"] else "")
               + "".join(f"; skipped {n} {reason}" for reason, n in skipped.most_common())
               + "".join(f"; {note}" for note in bag.notes))
@@ -565,6 +571,8 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
                "dropped:",
                f"  {counts['no_command']} states {no_command}",
                f"  {counts['bad_command']} states whose command was unusable (see skipped)",
+               *([f"  {counts['old_command']} states whose setpoint was older than {hold_max_age:g} s"]
+                 if hold_max_age is not None else []),
                f"  {counts['lost']} states before a lost state (more than {STEP_TOLERANCE} control "
                f"periods to the next)",
                f"  {counts['fallen']} states after a fall (until a reset or {resume_after:g} s "
@@ -692,7 +700,7 @@ def _pair_states(joints, imus, extras: dict[str, list], dt_ns: float, robot: Rob
 
 def _transitions(states: list[_State], commands, markers: list[int], dt_ns: float,
                  reset_gap_ns: float, robot: RobotSpec, task: Task, pairing: str,
-                 resume_ns: float, counts: Counter, episodes: list):
+                 resume_ns: float, counts: Counter, episodes: list, hold_max_ns: float = math.inf):
     """Rows of transitions; ``counts`` gets the drops by reason, ``episodes`` one entry per
     episode: its first state's index, first and last time (seconds since the first state),
     transitions, how it ends."""
@@ -700,7 +708,7 @@ def _transitions(states: list[_State], commands, markers: list[int], dt_ns: floa
     command_orders = [c[0] for c in commands]
     theta = robot.obs_names.index("theta") if "theta" in robot.obs_names else None
     rows: dict[str, list] = defaultdict(list)
-    counts.update(no_command=0, bad_command=0, lost=0, fallen=0, resumed=0)
+    counts.update(no_command=0, bad_command=0, old_command=0, lost=0, fallen=0, resumed=0)
     episode_start = 0  # index of the current episode's first state
     fallen = False
     upright_since = None  # after a fall: time of the first state of the current upright run
@@ -739,6 +747,9 @@ def _transitions(states: list[_State], commands, markers: list[int], dt_ns: floa
         if not valid or commands[i][1] is None:
             counts["no_command" if not valid else "bad_command"] += 1
             continue
+        if pairing == "hold" and s.measured - command_orders[i] > hold_max_ns:
+            counts["old_command"] += 1
+            continue
         terminal = theta is not None and abs(s1.obs[theta]) > task.fall_tilt
         if previous != k and rows["timeouts"]:
             rows["timeouts"][-1] = not rows["terminals"][-1]  # the run before a hole is cut
@@ -773,12 +784,13 @@ def dataset_from_bag(bag_path: str | Path | list, robot: RobotSpec, task: str | 
                      joint_topic: str | None = None, imu_topic: str | None = None,
                      command_topic: str | None = None, reset_gap: float | None = None,
                      marker_topic: str | None = "/sim_bridge/fallen", pairing: str | None = None,
-                     resume_after: float = 1.0) -> TransitionDataset:
+                     resume_after: float = 1.0, hold_max_age: float | None = None) -> TransitionDataset:
     """A transition dataset from a rosbag2 bag, or the bags of one session (rules in the module
     docstring); BagError (a DatasetError, one line) when a bag is missing, unreadable or has no
     transition."""
     return read_bag_transitions(bag_path, robot, task, joint_topic, imu_topic, command_topic,
-                                reset_gap, marker_topic, pairing, resume_after).to_dataset(robot)
+                                reset_gap, marker_topic, pairing, resume_after,
+                                hold_max_age).to_dataset(robot)
 
 
 # --------------------------------------------------------------------------------------------
