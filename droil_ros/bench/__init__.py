@@ -70,6 +70,29 @@ def adversary_table(summaries: dict[str, dict | None]) -> str:
     return markdown_table(["learner", *ADVERSARY.values()], rows) if rows else ""
 
 
+def mean_ci(values, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """The mean of ``values`` (one per training seed) and its bootstrap confidence interval
+    (percentile, 10,000 resamples, fixed seed: the same numbers on every run); NaN bounds for
+    fewer than two values, the mean itself where all are equal."""
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean()) if values.size else float("nan")
+    if values.size < 2:
+        return mean, float("nan"), float("nan")
+    if np.all(values == values[0]):
+        return mean, mean, mean
+    ci = bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=10_000,
+                   method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
+    return mean, float(ci.low), float(ci.high)
+
+
+def format_ci(mean: float, low: float, high: float, digits: int = 0) -> str:
+    if np.isnan(low):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from droil_ros import experts
-from droil_ros.bench import adversary_summary, adversary_table, machine_info, markdown_table, write_results
+from droil_ros.bench import (
+    adversary_summary,
+    adversary_table,
+    format_ci,
+    machine_info,
+    markdown_table,
+    mean_ci,
+    write_results,
+)
 from droil_ros.data.collect import collect
 from droil_ros.data.dataset import load_dataset
 from droil_ros.eval.grid import evaluate, load_grid, plot
@@ -41,8 +49,10 @@ def expert_dataset(robot: str, work: Path, seed: int):
 
 
 def aggregate(result: dict, learners: list[str], seeds: list[int]) -> dict:
-    """Per learner: per perturbation the mean over magnitudes and seeds, and the grid and
-    held-out averages with their spread over seeds."""
+    """Per learner: per perturbation the mean over magnitudes and seeds; the grid and held-out
+    averages with their spread over seeds and a 95 % bootstrap CI of their mean over seeds; and,
+    for the grid average, the difference to bc paired by seed (same data, same evaluation
+    episodes) with its CI: the seeds' spread, shared by both learners, cancels."""
     summary = result["summary"]
     table = {}
     for learner in learners:
@@ -53,10 +63,18 @@ def aggregate(result: dict, learners: list[str], seeds: list[int]) -> dict:
             values = [summary[n][k] for n in names if summary[n][k] is not None]
             row[k] = float(np.mean(values)) if values else None
             row[k + "_seed_std"] = float(np.std(values)) if values else None
+            row[k + "_ci"] = list(mean_ci(values)[1:]) if values else None
+        row["grid_averages"] = [summary[n]["grid_average"] for n in names]
         row["nominal"] = float(np.mean([result["results"][n][keys[0]][0]["mean"] for n in names]))
         row["fall_rate"] = float(np.mean([e["fall_rate"] for n in names
                                           for sweep in result["results"][n].values() for e in sweep]))
         table[learner] = row
+    if "bc" in table:
+        for learner, row in table.items():
+            if learner != "bc" and None not in row["grid_averages"] + table["bc"]["grid_averages"]:
+                diffs = np.subtract(row["grid_averages"], table["bc"]["grid_averages"])
+                row["minus_bc"], *bounds = mean_ci(diffs)
+                row["minus_bc_ci"] = bounds
     return table
 
 
@@ -92,13 +110,14 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
 
     labels = [k for k in grid.perturbations]
     header = ["learner", "nominal", *[f"{k} (held out)" if k in grid.heldout else k for k in labels],
-              "grid average ± seed std", "held-out average", "fall rate"]
+              "grid average [95% CI]", "− bc, paired [95% CI]", "held-out average", "fall rate"]
     rows = []
     for learner, row in table.items():
-        avg = f"{row['grid_average']:.1f} ± {row['grid_average_seed_std']:.1f}"
+        avg = format_ci(row["grid_average"], *row["grid_average_ci"], digits=1)
+        diff = format_ci(row["minus_bc"], *row["minus_bc_ci"], digits=1) if "minus_bc" in row else "-"
         held = "-" if row["heldout_average"] is None else f"{row['heldout_average']:.1f}"
-        rows.append([learner, f"{row['nominal']:.1f}", *[f"{row[k]:.1f}" for k in labels], avg, held,
-                     f"{row['fall_rate']:.2f}"])
+        rows.append([learner, f"{row['nominal']:.1f}", *[f"{row[k]:.1f}" for k in labels], avg, diff,
+                     held, f"{row['fall_rate']:.2f}"])
     speed = markdown_table(["learner", "steps", "seeds (batched)", "seconds", "steps/s"],
                            [[k, v["steps"], n_seeds, f"{v['seconds']:.0f}", f"{v['steps_per_second']:.0f}"]
                             for k, v in training.items()])
@@ -116,6 +135,9 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
                 f"{'' if grid.seconds is None else f', {grid.seconds:g} s episodes'}. "
                 f"Cells: mean return over magnitudes and seeds; `nominal` is the first magnitude of "
                 f"the first perturbation. Held-out perturbations were not used for tuning. "
+                f"CIs: bootstrap over the {n_seeds} training seeds (percentile, 95 %); `− bc`: the "
+                f"learner's grid average minus bc's, paired by seed (a CI that excludes 0 resolves "
+                f"the difference). "
                 f"Wall time {seconds / 60:.1f} min.\n\nReproduce: `{command}`\n\n"
                 + markdown_table(header, rows)
                 + f"\n![return vs magnitude]({tag}/eval.png)\n\n## Training\n\n" + speed
