@@ -36,6 +36,7 @@ from droil_ros.nodes.common import (
     joint_state_msg,
     readings_from_msgs,
 )
+from droil_ros.nodes.policy import TRIGGERS
 from droil_ros.pipeline import train_and_export
 from droil_ros.policy import OnnxPolicy, export_onnx
 from droil_ros.robots import load_spec
@@ -206,13 +207,15 @@ def _sensors(tilt: float, nan: bool = False, drop_joint: bool = False) -> tuple[
 ros_graph, probe, launch = graph_fixtures(ROS_ENV, lambda: Probe(DOMAIN))
 
 
-@pytest.fixture(scope="class")
-def stack(policies, tmp_path_factory):
-    """sim_bridge (realtime) + policy node, shared by TestServingTheSimulator: stand, swap, reject."""
+@pytest.fixture(scope="class", params=TRIGGERS)
+def stack(request, policies, tmp_path_factory):
+    """sim_bridge (realtime) + policy node, shared by TestServingTheSimulator: stand, swap, reject;
+    once for each trigger (the timer, each state)."""
     launch, probe = Launcher(tmp_path_factory.mktemp("stack"), ROS_ENV), Probe(DOMAIN)
     try:
         probe.policy_proc = launch("policy", policy_path=policies["good"][0], policy_dir=policies["dir"],
-                                   auto_swap="true", diagnostics_period=0.5, thread_priority=PRIORITY)
+                                   auto_swap="true", diagnostics_period=0.5, thread_priority=PRIORITY,
+                                   trigger=request.param)
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
         assert probe.transition(Transition.TRANSITION_ACTIVATE)
         launch("sim_bridge", mode="realtime", initial_tilt=0.1)
@@ -344,9 +347,11 @@ class TestServingTheSimulator:
         assert rest and all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in rest)
 
 
-def test_faults_give_the_safe_action(launch, probe, policies):
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_faults_give_the_safe_action(launch, probe, policies, trigger):
+    """With trigger state, stale input (no state at all) is the watchdog's."""
     launch("policy", policy_path=policies["good"][0], policy_dir=policies["dir"], max_obs_age=0.1,
-           diagnostics_period=0.2)
+           diagnostics_period=0.2, trigger=trigger)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     probe.sensors = _sensors(0.1)
     time.sleep(0.5)
@@ -393,9 +398,10 @@ def test_faults_give_the_safe_action(launch, probe, policies):
     assert len(probe.commands()) == count, "commanded while inactive"
 
 
-def test_lifecycle_refuses_a_bad_policy_and_stops_safely(launch, probe, policies):
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_lifecycle_refuses_a_bad_policy_and_stops_safely(launch, probe, policies, trigger):
     node = launch("policy", policy_path=policies["corrupt"], policy_dir=policies["dir"],
-                  diagnostics_period=0.2)
+                  diagnostics_period=0.2, trigger=trigger)
     assert not probe.transition(Transition.TRANSITION_CONFIGURE)
     assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
     assert probe.wait_for(lambda: "not a valid ONNX model" in (probe.diagnostics() or {}).get("message", ""),

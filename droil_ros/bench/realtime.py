@@ -50,6 +50,7 @@ from droil_ros.bringup import BringupNode, NodeGroup
 from droil_ros.data.collect import collect
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, imu_msg, joint_state_msg, readings_from_msgs
+from droil_ros.nodes.policy import TRIGGERS
 from droil_ros.policy.export import export_onnx
 from droil_ros.policy.runtime import OnnxPolicy
 from droil_ros.robots.spec import RobotSpec, load_spec
@@ -60,6 +61,7 @@ LATE = 1.5  # a gap between two published commands longer than this many periods
 SWAP_MARGIN = 0.25  # s of a swap window before the request and after the first new command
 DOMAINS = range(96, 102)  # private ROS domain of a bench run (as its test; other tests use 1..95)
 DIAGNOSTICS = "policy: control loop"
+ECHO = "bare rclpy echo"
 # every command kept: a deep reliable queue on the probe's side (the node's own is depth 1)
 ALL_COMMANDS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5000)
 
@@ -67,6 +69,8 @@ ALL_COMMANDS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=Histor
 @dataclass(frozen=True)
 class Settings:
     rates: tuple[float, ...] = (200.0, 500.0, 1000.0)
+    triggers: tuple[str, ...] = ("timer", "state")  # the policy node's, each measured at each rate
+    echo: bool = True  # the floor: a bare rclpy echo (droil_ros.nodes.echo) at each rate too
     window: float = 20.0  # s of states measured per rate
     warmup: float = 1.0  # s between the first matched command and the window
     swap_rate: float = 200.0
@@ -216,6 +220,8 @@ class Probe:
                 if key in keys:
                     self.ambiguous.add(key)
                 keys[key] = j
+        n = len(spec.actuators)  # the echo's answer: the state's first positions
+        self.echo_keys = {array("d", msg.position[:n]).tobytes(): j for j, msg in enumerate(self.states)}
         self.sent: list[int] = []  # time.time_ns() just before state k was published
         self.commands: list[tuple[int, int, int, int, bytes]] = []  # received, source, seq, callback
         self.diagnostics: list[tuple[int, dict]] = []
@@ -317,10 +323,11 @@ class Probe:
 # analysis ----------------------------------------------------------------------------------------
 
 
-def closed_loop_stats(probe: Probe, rate: float, w0: int, w1: int, before: dict, periods: list[dict]) -> dict:
+def closed_loop_stats(probe: Probe, rate: float, w0: int, w1: int, periods: list[dict] | None) -> dict:
     """Latency of each state sent in [w0, w1] to its first command; loop health of the commands
-    the node published in that window; the node's own counters from its diagnostics (``before``
-    the window, and ``periods``: those published during it and the first after it)."""
+    the node published in that window; the node's own counters from its diagnostics
+    (``periods``: the last before the window, those published during it and the first after
+    it; None for a node without diagnostics, the echo)."""
     sent = np.array(probe.sent, dtype=np.int64)
     commands = list(probe.commands)
     keys, pool = probe.keys[0], len(probe.states)
@@ -349,11 +356,16 @@ def closed_loop_stats(probe: Probe, rate: float, w0: int, w1: int, before: dict,
     gaps = np.diff(published) * 1e-9
     seqs = sorted(c[2] for c in commands if w0 <= c[1] <= w1)
     period = 1.0 / rate
-    node = {key: int(periods[-1][key]) - int(before[key]) for key in ("ticks", "overruns", "faults_stale")}
-    for key in ("inference_p50_us", "inference_p99_us", "loop_p50_us", "loop_p99_us", "jitter_p50_us",
-                "jitter_p99_us"):  # median over the diagnostics periods
-        values = [float(d[key]) for d in periods if d[key] != "n/a"]
-        node[key] = float(np.median(values)) if values else None
+    counters = ("ticks", "overruns", "faults_stale")
+    timings = ("inference_p50_us", "inference_p99_us", "loop_p50_us", "loop_p99_us", "jitter_p50_us",
+               "jitter_p99_us")
+    if periods is None:
+        node = dict.fromkeys(counters + timings)
+    else:
+        node = {key: int(periods[-1][key]) - int(periods[0][key]) for key in counters}
+        for key in timings:  # median over the diagnostics periods
+            values = [float(d[key]) for d in periods[1:] if d[key] != "n/a"]
+            node[key] = float(np.median(values)) if values else None
     return {
         **tick_health(gaps, period),
         "rate_hz": rate, "window_s": (w1 - w0) * 1e-9, "ticks_expected": int(round((w1 - w0) * 1e-9 * rate)),
@@ -461,46 +473,58 @@ def hot_swaps(probe: Probe, node: NodeGroup, paths: list[Path], ids: list[str], 
 
 
 def serve(spec: RobotSpec, rate: float, paths: list[Path], policies: list[OnnxPolicy], settings: Settings,
-          domain: int, seed: int, work: Path, swap: bool) -> dict:
-    """One node process at ``rate``: the latency window, then (``swap``) the hot-swaps."""
+          domain: int, seed: int, work: Path, swap: bool, trigger: str | None = "timer") -> dict:
+    """One node process at ``rate``: the latency window, then (``swap``) the hot-swaps. ``trigger``:
+    the policy node's; None: the bare echo instead of the policy node."""
     env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     swaps = 3 * settings.swaps * settings.swap_spacing if swap else 0
     limit = 60 + settings.warmup + settings.window + swaps
-    params = {"robot": spec.id, "policy_path": str(paths[0]), "policy_dir": str(paths[0].parent),
-              "control_rate_hz": float(rate),
-              "autostart": True, "diagnostics_period": 0.5, "thread_priority": settings.thread_priority}
-    node = NodeGroup(work / f"policy_{rate:g}hz", env, limit)
-    node.start(BringupNode("policy", params))
+    if trigger is None:
+        executable, params, controller = "echo", {"robot": spec.id}, ECHO
+    else:
+        executable, controller = "policy", f"policy node ({trigger})"
+        params = {"robot": spec.id, "policy_path": str(paths[0]), "policy_dir": str(paths[0].parent),
+                  "control_rate_hz": float(rate), "trigger": trigger, "autostart": True,
+                  "diagnostics_period": 0.5, "thread_priority": settings.thread_priority}
+    node = NodeGroup(work / f"{executable}_{trigger}_{rate:g}hz", env, limit)
+    node.start(BringupNode(executable, params))
     try:
         probe = Probe(domain, spec, policies, seed, int(POOL_SECONDS * rate))
+        if trigger is None:
+            probe.keys[0] = probe.echo_keys
         try:
-            result = _measure(probe, node, rate, paths, policies, settings, swap)
+            result = _measure(probe, node, rate, paths, policies, settings, swap,
+                              diagnostics=trigger is not None)
         finally:
             probe.close()
     finally:
-        code = node.stop()["policy"]
+        code = node.stop()[executable]
     if code != 0:
-        raise DroilError(f"policy node did not exit cleanly on SIGTERM (code {code}): {node.tail('policy')}")
-    return {**result, "node_exit_code": code}
+        raise DroilError(f"{executable} node did not exit cleanly on SIGTERM (code {code}): "
+                         f"{node.tail(executable)}")
+    return {"controller": controller, **result, "node_exit_code": code}
 
 
 def _measure(probe: Probe, node: NodeGroup, rate: float, paths: list[Path], policies: list[OnnxPolicy],
-             settings: Settings, swap: bool) -> dict:
+             settings: Settings, swap: bool, diagnostics: bool = True) -> dict:
     ticks = rate * settings.window
     probe.start(rate, 1.0 + 1.0 / ticks)  # the phase sweeps one full period over the window
     # the node vets its policy in a low-priority process at configure: slow on a loaded machine
     probe.wait_for(lambda: probe.first_command(0, 0), 120.0, node, "the first matched command")
     time.sleep(settings.warmup)
-    probe.wait_for(lambda: probe.diagnostics_after(0), 5.0, node, "diagnostics")
-    before = list(probe.diagnostics)[-1][1]  # counters at most one diagnostics period old
+    if diagnostics:
+        probe.wait_for(lambda: probe.diagnostics_after(0), 5.0, node, "diagnostics")
+        before = list(probe.diagnostics)[-1][1]  # counters at most one diagnostics period old
     w0 = time.time_ns()
     time.sleep(settings.window)
     w1 = time.time_ns()
-    probe.wait_for(lambda: probe.diagnostics_after(w1), 5.0, node, "diagnostics")
-    diagnostics = list(probe.diagnostics)
-    last = next(i for i, (t, _) in enumerate(diagnostics) if t > w1)
-    periods = [d for t, d in diagnostics[:last + 1] if t > w0]
-    result = closed_loop_stats(probe, rate, w0, w1, before, periods)
+    periods = None
+    if diagnostics:
+        probe.wait_for(lambda: probe.diagnostics_after(w1), 5.0, node, "diagnostics")
+        received = list(probe.diagnostics)
+        last = next(i for i, (t, _) in enumerate(received) if t > w1)
+        periods = [before] + [d for t, d in received[:last + 1] if t > w0]
+    result = closed_loop_stats(probe, rate, w0, w1, periods)
     result["ambiguous_commands"] = len(probe.ambiguous)
     if swap:
         result["swaps"] = hot_swaps(probe, node, paths, [p.policy_id for p in policies], settings)
@@ -538,18 +562,26 @@ def report(payload: dict, command_line: str) -> str:
     load0, load1 = payload["load_average_start"], payload["load_average_end"]
     inference_rows = [[name, f"{v['p50']:.1f}", f"{v['p99']:.1f}", f"{v['mean']:.1f}", f"{v['max']:.0f}"]
                       for name, v in inf["runtimes"].items()]
-    loop_rows, health_rows = [], []
+    loop_rows, health_rows, floor_rows = [], [], []
+    echo = {r["rate_hz"]: r["latency_ms"] for r in payload["closed_loop"] if r["controller"] == ECHO}
     for r in payload["closed_loop"]:
         lat, node = r["latency_ms"], r["node"]
         callback = r["latency_probe_callback_ms"]
-        loop_rows.append([f"{r['rate_hz']:g}", f"{r['states_answered']} / {r['states_sent']}",
+        floor_p99 = echo.get(r["rate_hz"], {}).get("p99")
+        answered = f"{r['states_answered']} / {r['states_sent']}"
+        floor_rows.append([f"{r['rate_hz']:g}", r["controller"], answered,
+                           _f(lat["p50"]), _f(lat["p99"]), r["missed_ticks"],
+                           _f(lat["p99"] / floor_p99) if lat["p99"] and floor_p99 else "-"])
+        loop_rows.append([f"{r['rate_hz']:g}", r["controller"], answered,
                           _f(lat["p50"]), _f(lat["p99"]), _f(lat["max"]), _f(lat["min"]),
                           _f(callback["p50"]), _f(callback["p99"])])
         jitter = r["interval_jitter_us"] or {}
-        health_rows.append([f"{r['rate_hz']:g}", r["ticks_expected"], r["commands_received"],
+        health_rows.append([f"{r['rate_hz']:g}", r["controller"], r["ticks_expected"],
+                            r["commands_received"],
                             r["commands_lost"], r["late_ticks"], r["missed_ticks"], _f(r["longest_gap_ms"]),
                             _f(jitter.get("p50"), 0), _f(jitter.get("p99"), 0),
-                            f"{node['overruns']} / {node['ticks']}", node["faults_stale"],
+                            f"{_f(node['overruns'], 0)} / {_f(node['ticks'], 0)}",
+                            _f(node["faults_stale"], 0),
                             r["commands_safe"], r["commands_unmatched"],
                             f"{_f(node['inference_p50_us'], 0)} / {_f(node['inference_p99_us'], 0)}"])
     swaps = payload["swaps"]
@@ -594,15 +626,22 @@ def report(payload: dict, command_line: str) -> str:
         f"from (bit-exact: it runs the same ONNX file through the same spec). Latency = DDS receipt "
         f"of the command - time just before the state was published, for the first command of "
         f"each state in a {s['window']:g} s window; `callback` is the same up to the probe's Python "
-        f"callback. **The node is timer-driven: a state waits up to one period for the next tick.** "
+        f"callback. **With `trigger: timer` a state waits up to one period for the next tick**; "
+        f"with `trigger: state` the node acts when the state arrives; the bare rclpy echo "
+        f"(`droil_ros.nodes.echo`: same executor and QoS, no work) answers each state with its "
+        f"positions, matched the same way: the floor of Python and DDS here. "
         f"The probe's clock runs 1/(rate x window) slow, so the phase between states and ticks "
         f"sweeps exactly one period during the window (as with an unsynchronised driver): p50 "
         f"includes about half a period of waiting, `min` is the reaction with none (transport + "
         f"observation + inference + publish). A state goes unanswered when the next one arrives before a "
         f"tick: once per window from the sweep, and whenever the node misses ticks or finds its "
         f"input stale.\n\n"
-        + markdown_table(["rate Hz", "states answered", "p50", "p99", "max", "min", "callback p50",
-                          "callback p99"], loop_rows)
+        + markdown_table(["rate Hz", "controller", "states answered", "p50", "p99", "max", "min",
+                          "callback p50", "callback p99"], loop_rows)
+        + "\nAgainst the floor: each controller's p99 over the bare echo's at the same rate, "
+        "measured in this run.\n\n"
+        + markdown_table(["rate Hz", "controller", "states answered", "p50", "p99", "missed ticks",
+                          "p99 / echo p99"], floor_rows)
         + f"\nLoop health over the same windows, from the node's publish timestamps (DDS source "
         f"timestamps) and its `/diagnostics`: a late tick ends a gap > {LATE:g} periods between two "
         f"published commands; a missed tick is a period without any command (a ROS timer more "
@@ -611,7 +650,8 @@ def report(payload: dict, command_line: str) -> str:
         f"counters; safe = zero-torque commands (the node's answer to stale input); unmatched = "
         f"non-zero commands that match no state (expect 0); node inference = the node's own "
         f"timing of the policy call, median over its 0.5 s diagnostics periods.\n\n"
-        + markdown_table(["rate Hz", "ticks expected", "commands", "lost", "late ticks", "missed ticks",
+        + markdown_table(["rate Hz", "controller", "ticks expected", "commands", "lost", "late ticks",
+                          "missed ticks",
                           "longest gap ms", "jitter p50 µs", "jitter p99 µs", "node overruns / ticks",
                           "stale faults", "safe", "unmatched", "node inference p50 / p99 µs"],
                          health_rows)
@@ -653,6 +693,8 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
                          f"'{spec.id}' observes through Gymnasium")
     if not 0 <= settings.thread_priority <= 99:
         raise DroilError(f"thread priority must be 0 (OS default) or 1-99, got {settings.thread_priority}")
+    if not settings.triggers or set(settings.triggers) - set(TRIGGERS):
+        raise DroilError(f"triggers must be some of {', '.join(TRIGGERS)}, got {settings.triggers}")
     if settings.swap_rate not in settings.rates:
         raise DroilError(f"swap rate {settings.swap_rate:g} Hz must be one of the rates {settings.rates}")
     domain = random.choice(DOMAINS) if domain is None else domain
@@ -668,17 +710,20 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
         policies = [OnnxPolicy(p, spec) for p in paths]
         closed_loop = []
         for rate in settings.rates:
-            result = serve(spec, rate, paths, policies, settings, domain, seed, work,
-                           swap=rate == settings.swap_rate)
-            closed_loop.append(result)
-            lat = result["latency_ms"]
-            print(f"{rate:g} Hz: latency p50 {_f(lat['p50'])} p99 {_f(lat['p99'])} max {_f(lat['max'])} ms, "
-                  f"{result['states_answered']}/{result['states_sent']} states answered, "
-                  f"{result['missed_ticks']} missed ticks", flush=True)
+            for trigger in (*settings.triggers, *([None] if settings.echo else [])):
+                result = serve(spec, rate, paths, policies, settings, domain, seed, work,
+                               swap=rate == settings.swap_rate and trigger == settings.triggers[0],
+                               trigger=trigger)
+                closed_loop.append(result)
+                lat = result["latency_ms"]
+                print(f"{rate:g} Hz, {result['controller']}: latency p50 {_f(lat['p50'])} p99 "
+                      f"{_f(lat['p99'])} max {_f(lat['max'])} ms, {result['states_answered']}/"
+                      f"{result['states_sent']} states answered, {result['missed_ticks']} missed ticks",
+                      flush=True)
         floor = sleep_loop_floor(settings.swap_rate, settings.floor, settings.thread_priority)
         print(f"bare sleep loop at {settings.swap_rate:g} Hz: {floor['late_ticks']} late, "
               f"{floor['missed_ticks']} missed ticks in {floor['window_s']:.0f} s", flush=True)
-    swaps = next(r for r in closed_loop if r["rate_hz"] == settings.swap_rate).pop("swaps")
+    swaps = next(r for r in closed_loop if "swaps" in r).pop("swaps")
     summary = {key: _stats_ms(np.array([s[key] for s in swaps]) * 1e6)
                for key in ("parameter_answer_ms", "first_command_ms", "swap_status_ms")}
     for name, windows in (("swap", swaps), ("control", [s["control"] for s in swaps])):

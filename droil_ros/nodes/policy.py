@@ -10,9 +10,11 @@ SIGINT/SIGTERM) sends a safe command first when it was active. Unconfigured or i
 never commands.
 
 The control loop is one steady-clock timer at ``control_rate_hz`` on a single-threaded executor
-(sim time must not slow the loop that drives hardware). Each tick uses the newest JointState and
-Imu; missing, stale (received more than ``max_obs_age`` ago), NaN/Inf or unusable input, a missing
-policy, a policy error or a latched e-stop give the safe action and count a fault in
+(sim time must not slow the loop that drives hardware); with ``trigger: state`` the node acts as
+soon as a new JointState and Imu have arrived instead (no wait for the timer's phase), and the
+timer is the watchdog that sends the safe action when input stops. Each tick uses the newest
+JointState and Imu; missing, stale (received more than ``max_obs_age`` ago), NaN/Inf or
+unusable input, a missing policy, a policy error or a latched e-stop give the safe action and count a fault in
 ``/diagnostics``; the node never stops on bad input.
 
 The safe action is zero torque (zero speed for a velocity-commanded robot; a position-commanded
@@ -127,6 +129,7 @@ JOINT_STATE_SLACK = 4
 BYTES_PER_JOINT = 256 + 3 * 8  # a name of up to 256 characters and three doubles
 MESSAGE_OVERHEAD = 512  # header, frame id, sequence lengths
 MAX_IMU_BYTES = 4096  # an Imu is about 330 bytes plus its frame id
+TRIGGERS = ("timer", "state")
 MAX_INPUT_BYTES = 65536  # a topic input of the observation (a Twist, a small custom message)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -251,6 +254,16 @@ class PolicyNode(LifecycleNode):
         self.max_obs_age = declare("max_obs_age", 3.0 / self.rate if self.rate > 0 else 0.0, describe(
             "seconds since the newest JointState or Imu arrived beyond which the input is stale and "
             "the safe action is sent (default: 3 control periods)", read_only=True)).value
+        self.trigger = declare("trigger", "timer", describe(
+            "timer: act at control_rate_hz on a steady timer with the newest input (drivers that "
+            "expect commands at a fixed rate); state: act as soon as a new JointState and Imu (each "
+            "used once; the JointState alone where the spec reads no IMU) have arrived, with the "
+            "timer as the watchdog that sends the safe action once input stops for max_obs_age",
+            read_only=True)).value
+        if self.trigger not in TRIGGERS:
+            raise DroilError(f"trigger must be one of {', '.join(TRIGGERS)}, got '{self.trigger}'")
+        self.needed = {"joints", "imu"} if self.spec.uses_imu else {"joints"}
+        self.arrived: set[str] = set()  # trigger state: what has arrived since the last tick
         self.max_input_age = declare("max_input_age", 0.5, describe(
             "seconds since the newest message of a topic input (the spec's 'source: topic' terms, "
             "e.g. a reference Twist) arrived beyond which it is stale", read_only=True)).value
@@ -456,7 +469,9 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.last_tick_start = None
         self.observe = self.spec.observation_builder()  # unwrap terms start afresh, as a recording
-        self.timer = self.create_timer(self.period, self._tick, clock=self.steady)
+        self.arrived.clear()
+        self.timer = self.create_timer(self.period, self._tick if self.trigger == "timer" else self._watchdog,
+                                       clock=self.steady)
         self.state = "active"
         self.get_logger().info("active: commanding")
         return super().on_activate(state)
@@ -537,9 +552,10 @@ class PolicyNode(LifecycleNode):
             self._check_stamp("joint_states", msg.header)
         except Implausible as exc:
             self.input_faults["joint_states"] = Fault(exc.kind, str(exc))
-            return
-        self.input_faults.pop("joint_states", None)
-        self.joint_state, self.joint_state_at = msg, time.monotonic()
+        else:
+            self.input_faults.pop("joint_states", None)
+            self.joint_state, self.joint_state_at = msg, time.monotonic()
+        self._arrived("joints")
 
     @total()
     def _on_imu(self, raw: bytes) -> None:
@@ -555,9 +571,20 @@ class PolicyNode(LifecycleNode):
             self._check_stamp("imu/data", msg.header)
         except Implausible as exc:
             self.input_faults["imu/data"] = Fault(exc.kind, str(exc))
+        else:
+            self.input_faults.pop("imu/data", None)
+            self.imu, self.orientation, self.imu_at = msg, orientation, time.monotonic()
+        self._arrived("imu")
+
+    def _arrived(self, kind: str) -> None:
+        """Trigger state: a tick once the state is complete; a refused message completes it too,
+        so that its fault gives the safe action at once."""
+        if self.trigger != "state" or self.timer is None:
             return
-        self.input_faults.pop("imu/data", None)
-        self.imu, self.orientation, self.imu_at = msg, orientation, time.monotonic()
+        self.arrived.add(kind)
+        if self.arrived >= self.needed:
+            self.arrived.clear()
+            self._tick()
 
     @total()
     def _on_input(self, topic: str, kind, raw: bytes) -> None:
@@ -586,6 +613,13 @@ class PolicyNode(LifecycleNode):
         self.stamps[topic] = stamp
 
     # control loop ---------------------------------------------------------------------------
+
+    @total(_safe_tick)
+    def _watchdog(self) -> None:
+        """Trigger state: a tick (the safe action, a stale fault) once no state has come for
+        max_obs_age."""
+        if self.last_tick_start is None or time.perf_counter() - self.last_tick_start > self.max_obs_age:
+            self._tick()
 
     @total(_safe_tick)
     def _tick(self) -> None:
