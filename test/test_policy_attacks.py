@@ -35,6 +35,7 @@ from droil_ros.bench.swap_attacks import (
     slow_near_tilt,
 )
 from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
+from droil_ros.nodes.policy import TRIGGERS
 from droil_ros.robots import load_spec
 
 DOMAIN = random.randint(56, 60)
@@ -163,15 +164,17 @@ ros_graph, probe, launch = graph_fixtures(ROS_ENV, lambda: Attacker(DOMAIN))
 
 
 @pytest.fixture(scope="class")
-def victim(files, tmp_path_factory):
+def victim(request, files, tmp_path_factory):
     """One policy node (autostart, the linear policy, auto_swap on, header stamps checked) and its
     attacker, shared by the tests of a class: each leaves it acting. Class-scoped: it is gone
-    before a test launches another node named policy."""
+    before a test launches another node named policy. Its trigger: the class's parameter, if
+    any (``indirect``), else the timer."""
     launcher, attacker = Launcher(tmp_path_factory.mktemp("victim"), ROS_ENV), Attacker(DOMAIN)
     try:
         attacker.proc = launcher("policy", policy_path=files["good"], policy_dir=files["dir"],
                                  auto_swap="true", autostart="true", vet_timeout=VET_TIMEOUT,
-                                 use_header_stamps="true", max_obs_age=0.25, diagnostics_period=0.2)
+                                 use_header_stamps="true", max_obs_age=0.25, diagnostics_period=0.2,
+                                 trigger=getattr(request, "param", "timer"))
         assert attacker.wait_for(attacker.acting, 30.0), attacker.diagnostics()
         yield attacker
         assert attacker.proc.poll() is None, "the node exited"
@@ -287,8 +290,10 @@ class TestPolicyFiles:
         assert victim.wait_for(victim.acting, 10.0), victim.diagnostics()
 
 
+@pytest.mark.parametrize("victim", TRIGGERS, indirect=True)
 class TestSensors:
-    """The same kind of node, anew (a fresh node per class of attacks)."""
+    """The same kind of node, anew (a fresh node per class of attacks), once per trigger: a refused
+    message must give the safe action also where states trigger the ticks."""
 
 
 
