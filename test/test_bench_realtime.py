@@ -38,7 +38,8 @@ def test_realtime_bench_tiny(tmp_path):
         assert stats["n"] == (TINY.paced_calls if "per period" in name else TINY.calls), name
     assert inference["max_abs_diff_ort_vs_torch"] < 1e-4  # one policy, two runtimes
 
-    controllers = ["policy node (timer)", "policy node (state)", "bare rclpy echo"]
+    controllers = ["policy node (timer)", "policy node (state)", "policy node (state, events executor)",
+                   "bare rclpy echo"]
     assert [(r["rate_hz"], r["controller"]) for r in payload["closed_loop"]] == [
         (rate, controller) for rate in (200.0, 1000.0) for controller in controllers]
     assert "p99 / echo p99" in markdown

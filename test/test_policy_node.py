@@ -347,11 +347,15 @@ class TestServingTheSimulator:
         assert rest and all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in rest)
 
 
-@pytest.mark.parametrize("trigger", TRIGGERS)
-def test_faults_give_the_safe_action(launch, probe, policies, trigger):
-    """With trigger state, stale input (no state at all) is the watchdog's."""
+MODES = [("timer", "single"), ("state", "single"), ("state", "events")]  # trigger, executor
+
+
+@pytest.mark.parametrize("trigger, executor", MODES)
+def test_faults_give_the_safe_action(launch, probe, policies, trigger, executor):
+    """With trigger state, stale input (no state at all) is the watchdog's. On the EventsExecutor
+    too: its lifecycle, parameter and service callbacks, timers and the e-stop."""
     launch("policy", policy_path=policies["good"][0], policy_dir=policies["dir"], max_obs_age=0.1,
-           diagnostics_period=0.2, trigger=trigger)
+           diagnostics_period=0.2, trigger=trigger, executor=executor)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     probe.sensors = _sensors(0.1)
     time.sleep(0.5)
@@ -398,10 +402,12 @@ def test_faults_give_the_safe_action(launch, probe, policies, trigger):
     assert len(probe.commands()) == count, "commanded while inactive"
 
 
-@pytest.mark.parametrize("trigger", TRIGGERS)
-def test_lifecycle_refuses_a_bad_policy_and_stops_safely(launch, probe, policies, trigger):
+@pytest.mark.parametrize("trigger, executor", MODES)
+def test_lifecycle_refuses_a_bad_policy_and_stops_safely(launch, probe, policies, trigger, executor):
+    """Also a swap on the EventsExecutor, which has no guard conditions (it polls for the loaded
+    policy)."""
     node = launch("policy", policy_path=policies["corrupt"], policy_dir=policies["dir"],
-                  diagnostics_period=0.2, trigger=trigger)
+                  diagnostics_period=0.2, trigger=trigger, executor=executor)
     assert not probe.transition(Transition.TRANSITION_CONFIGURE)
     assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
     assert probe.wait_for(lambda: "not a valid ONNX model" in (probe.diagnostics() or {}).get("message", ""),
@@ -412,6 +418,9 @@ def test_lifecycle_refuses_a_bad_policy_and_stops_safely(launch, probe, policies
     assert probe.lifecycle_state() == State.PRIMARY_STATE_ACTIVE
     probe.sensors = _sensors(0.1)
     assert probe.wait_for(lambda: np.any(probe.commands(time.monotonic() - 0.1)), 10.0)
+    asked = time.monotonic()
+    assert probe.set_policy_path(policies["good"][1])[0]  # a hot-swap, through the loader
+    assert probe.wait_for(lambda: any(s["ok"] for s in probe.swap_status(asked)), SWAP_TIMEOUT)
 
     assert stop(node) == 0  # SIGTERM runs the shutdown transition: a last, safe command
     assert probe.wait_for(lambda: not np.any(probe.last_command()), 2.0), probe.last_command()

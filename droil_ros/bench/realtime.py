@@ -50,7 +50,7 @@ from droil_ros.bringup import BringupNode, NodeGroup
 from droil_ros.data.collect import collect
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, imu_msg, joint_state_msg, readings_from_msgs
-from droil_ros.nodes.policy import TRIGGERS
+from droil_ros.nodes.policy import EXECUTORS, TRIGGERS
 from droil_ros.policy.export import export_onnx
 from droil_ros.policy.runtime import OnnxPolicy
 from droil_ros.robots.spec import RobotSpec, load_spec
@@ -69,7 +69,8 @@ ALL_COMMANDS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=Histor
 @dataclass(frozen=True)
 class Settings:
     rates: tuple[float, ...] = (200.0, 500.0, 1000.0)
-    triggers: tuple[str, ...] = ("timer", "state")  # the policy node's, each measured at each rate
+    # the policy node's (trigger, executor) pairs, each measured at each rate
+    modes: tuple[tuple[str, str], ...] = (("timer", "single"), ("state", "single"), ("state", "events"))
     echo: bool = True  # the floor: a bare rclpy echo (droil_ros.nodes.echo) at each rate too
     window: float = 20.0  # s of states measured per rate
     warmup: float = 1.0  # s between the first matched command and the window
@@ -473,28 +474,31 @@ def hot_swaps(probe: Probe, node: NodeGroup, paths: list[Path], ids: list[str], 
 
 
 def serve(spec: RobotSpec, rate: float, paths: list[Path], policies: list[OnnxPolicy], settings: Settings,
-          domain: int, seed: int, work: Path, swap: bool, trigger: str | None = "timer") -> dict:
-    """One node process at ``rate``: the latency window, then (``swap``) the hot-swaps. ``trigger``:
-    the policy node's; None: the bare echo instead of the policy node."""
+          domain: int, seed: int, work: Path, swap: bool, mode: tuple[str, str] | None = ("timer", "single"),
+          ) -> dict:
+    """One node process at ``rate``: the latency window, then (``swap``) the hot-swaps. ``mode``:
+    the policy node's trigger and executor; None: the bare echo instead of the policy node."""
     env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     swaps = 3 * settings.swaps * settings.swap_spacing if swap else 0
     limit = 60 + settings.warmup + settings.window + swaps
-    if trigger is None:
+    if mode is None:
         executable, params, controller = "echo", {"robot": spec.id}, ECHO
     else:
-        executable, controller = "policy", f"policy node ({trigger})"
+        trigger, executor = mode
+        executable = "policy"
+        controller = f"policy node ({trigger}{', events executor' if executor == 'events' else ''})"
         params = {"robot": spec.id, "policy_path": str(paths[0]), "policy_dir": str(paths[0].parent),
-                  "control_rate_hz": float(rate), "trigger": trigger, "autostart": True,
-                  "diagnostics_period": 0.5, "thread_priority": settings.thread_priority}
-    node = NodeGroup(work / f"{executable}_{trigger}_{rate:g}hz", env, limit)
+                  "control_rate_hz": float(rate), "trigger": trigger, "executor": executor,
+                  "autostart": True, "diagnostics_period": 0.5, "thread_priority": settings.thread_priority}
+    node = NodeGroup(work / f"{executable}_{'_'.join(mode or ())}_{rate:g}hz", env, limit)
     node.start(BringupNode(executable, params))
     try:
         probe = Probe(domain, spec, policies, seed, int(POOL_SECONDS * rate))
-        if trigger is None:
+        if mode is None:
             probe.keys[0] = probe.echo_keys
         try:
             result = _measure(probe, node, rate, paths, policies, settings, swap,
-                              diagnostics=trigger is not None)
+                              diagnostics=mode is not None)
         finally:
             probe.close()
     finally:
@@ -627,7 +631,8 @@ def report(payload: dict, command_line: str) -> str:
         f"of the command - time just before the state was published, for the first command of "
         f"each state in a {s['window']:g} s window; `callback` is the same up to the probe's Python "
         f"callback. **With `trigger: timer` a state waits up to one period for the next tick**; "
-        f"with `trigger: state` the node acts when the state arrives; the bare rclpy echo "
+        f"with `trigger: state` the node acts when the state arrives (`events executor`: on rclpy's "
+        f"EventsExecutor, `executor: events`); the bare rclpy echo "
         f"(`droil_ros.nodes.echo`: same executor and QoS, no work) answers each state with its "
         f"positions, matched the same way: the floor of Python and DDS here. "
         f"The probe's clock runs 1/(rate x window) slow, so the phase between states and ticks "
@@ -693,8 +698,9 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
                          f"'{spec.id}' observes through Gymnasium")
     if not 0 <= settings.thread_priority <= 99:
         raise DroilError(f"thread priority must be 0 (OS default) or 1-99, got {settings.thread_priority}")
-    if not settings.triggers or set(settings.triggers) - set(TRIGGERS):
-        raise DroilError(f"triggers must be some of {', '.join(TRIGGERS)}, got {settings.triggers}")
+    if not settings.modes or any(t not in TRIGGERS or e not in EXECUTORS for t, e in settings.modes):
+        raise DroilError(f"modes must be (trigger, executor) pairs of {TRIGGERS} and {EXECUTORS}, "
+                         f"got {settings.modes}")
     if settings.swap_rate not in settings.rates:
         raise DroilError(f"swap rate {settings.swap_rate:g} Hz must be one of the rates {settings.rates}")
     domain = random.choice(DOMAINS) if domain is None else domain
@@ -710,10 +716,9 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
         policies = [OnnxPolicy(p, spec) for p in paths]
         closed_loop = []
         for rate in settings.rates:
-            for trigger in (*settings.triggers, *([None] if settings.echo else [])):
+            for mode in (*settings.modes, *([None] if settings.echo else [])):
                 result = serve(spec, rate, paths, policies, settings, domain, seed, work,
-                               swap=rate == settings.swap_rate and trigger == settings.triggers[0],
-                               trigger=trigger)
+                               swap=rate == settings.swap_rate and mode == settings.modes[0], mode=mode)
                 closed_loop.append(result)
                 lat = result["latency_ms"]
                 print(f"{rate:g} Hz, {result['controller']}: latency p50 {_f(lat['p50'])} p99 "

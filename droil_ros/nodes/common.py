@@ -204,6 +204,21 @@ def reject_undeclared_parameters(node: Node) -> None:
                          f"(declared: {', '.join(sorted(node._parameters))})")
 
 
+def _executor(node: Node):
+    """A node whose ``events_executor`` is true gets rclpy's EventsExecutor (callbacks dispatched
+    from C++: less Python per message), where this rclpy has one; all others, and a node where it
+    is missing, the SingleThreadedExecutor. Spun with a finite timeout either way: in rclpy 9.1.2
+    ``EventsExecutor.spin()`` runs no callbacks."""
+    if getattr(node, "events_executor", False):
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            node.get_logger().warning("this rclpy has no EventsExecutor: using the SingleThreadedExecutor")
+        else:
+            return EventsExecutor()
+    return SingleThreadedExecutor()
+
+
 def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
     """Run one node on a single-threaded executor until SIGINT or SIGTERM; 0 on a signal, and bad
     configuration is one line and exit 2.
@@ -223,7 +238,7 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
     try:
         node = node_factory()
         reject_undeclared_parameters(node)
-        executor = SingleThreadedExecutor()
+        executor = _executor(node)
         executor.add_node(node)
         while rclpy.ok() and not stop_requested:
             executor.spin_once(timeout_sec=0.1)

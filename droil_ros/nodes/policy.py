@@ -130,6 +130,8 @@ BYTES_PER_JOINT = 256 + 3 * 8  # a name of up to 256 characters and three double
 MESSAGE_OVERHEAD = 512  # header, frame id, sequence lengths
 MAX_IMU_BYTES = 4096  # an Imu is about 330 bytes plus its frame id
 TRIGGERS = ("timer", "state")
+EXECUTORS = ("single", "events")
+LOADED_POLL = 0.005  # s between looks for a loaded policy on the EventsExecutor (no guard conditions)
 MAX_INPUT_BYTES = 65536  # a topic input of the observation (a Twist, a small custom message)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -264,6 +266,13 @@ class PolicyNode(LifecycleNode):
             raise DroilError(f"trigger must be one of {', '.join(TRIGGERS)}, got '{self.trigger}'")
         self.needed = {"joints", "imu"} if self.spec.uses_imu else {"joints"}
         self.arrived: set[str] = set()  # trigger state: what has arrived since the last tick
+        executor = declare("executor", "single", describe(
+            "single: rclpy's SingleThreadedExecutor; events: its EventsExecutor (experimental in "
+            "rclpy: callbacks dispatched from C++, less overhead per message; falls back to single "
+            "with a warning where this rclpy has none)", read_only=True)).value
+        if executor not in EXECUTORS:
+            raise DroilError(f"executor must be one of {', '.join(EXECUTORS)}, got '{executor}'")
+        self.events_executor = executor == "events"
         self.max_input_age = declare("max_input_age", 0.5, describe(
             "seconds since the newest message of a topic input (the spec's 'source: topic' terms, "
             "e.g. a reference Twist) arrived beyond which it is stale", read_only=True)).value
@@ -382,7 +391,10 @@ class PolicyNode(LifecycleNode):
                                          initializer=below_loop)
         self.tick_done = threading.Event()  # the loader starts right after a tick (see _load)
         self.loaded: SimpleQueue = SimpleQueue()
-        self.loaded_guard = self.create_guard_condition(self._on_loaded)
+        # the EventsExecutor has no guard conditions: there the executor polls the queue
+        self.loaded_guard = None if self.events_executor else self.create_guard_condition(self._on_loaded)
+        if self.events_executor:
+            self.create_timer(LOADED_POLL, self._on_loaded, clock=self.steady)
         self.swap_seq = 0
         self.swap_started: float | None = None  # build start of the swap whose first action is pending
         self.swap_ms = self.vet_ms = math.nan
@@ -886,7 +898,8 @@ class PolicyNode(LifecycleNode):
                       else f"{_short(request.path)}: {type(exc).__name__}: {exc}")
         settle_heap()
         self.loaded.put(result)
-        self.loaded_guard.trigger()
+        if self.loaded_guard is not None:
+            self.loaded_guard.trigger()
 
     @total()
     def _on_loaded(self) -> None:
