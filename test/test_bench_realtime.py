@@ -32,7 +32,7 @@ def test_realtime_bench_tiny(tmp_path):
     assert payload["cpu_steal"] is None or 0.0 <= payload["cpu_steal"] < 1.0
 
     inference = payload["inference"]
-    assert len(inference["runtimes"]) == 6
+    assert len(inference["runtimes"]) == 8
     for name, stats in inference["runtimes"].items():
         _sane(stats)
         assert stats["n"] == (TINY.paced_calls if "per period" in name else TINY.calls), name

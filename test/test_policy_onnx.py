@@ -11,6 +11,7 @@ import torch
 
 from droil_ros.errors import DroilError
 from droil_ros.policy import OnnxPolicy, PolicyError, export_onnx
+from droil_ros.policy.runtime import PolicyOutputError
 from droil_ros.robots import load_spec
 
 torch.set_num_threads(1)
@@ -67,6 +68,10 @@ def test_onnx_matches_torch_batch_and_single(exported, wheel):
     assert singles.shape == (100, wheel.act_dim)
     np.testing.assert_allclose(singles, expected, atol=1e-5)
     assert policy(obs[0].astype(np.float64).tolist()).shape == (wheel.act_dim,)  # lists and float64 work
+    # the control loop's call (pre-bound buffers): the same actions, each a new array
+    acts = [policy.act(o.astype(np.float64)) for o in obs]
+    np.testing.assert_array_equal(np.stack(acts), singles)
+    assert acts[0] is not acts[1] and acts[0].dtype == np.float64
 
 
 def test_metadata_round_trip(exported, wheel):
@@ -109,8 +114,13 @@ def test_actions_stay_within_limits_and_finite(wheel, tmp_path):
     raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"obs": nan_obs})[0]
     assert np.isnan(raw).all()
     np.testing.assert_array_equal(policy(nan_obs[0]), np.zeros(wheel.act_dim))
+    np.testing.assert_array_equal(policy.act(nan_obs[0]), np.zeros(wheel.act_dim))
+    with pytest.raises(PolicyOutputError):
+        policy.act(nan_obs[0], strict=True)
+    np.testing.assert_array_equal(policy.act(random_obs(1, wheel.obs_dim)[0] * 100),
+                                  policy(random_obs(1, wheel.obs_dim)[0] * 100))
     inf_obs = np.array([np.inf, 0, 0, 0])
-    assert np.isfinite(policy(inf_obs)).all()
+    assert np.isfinite(policy(inf_obs)).all() and np.isfinite(policy.act(inf_obs)).all()
 
 
 def missing(path, out):
@@ -179,3 +189,5 @@ def test_wrong_observation_shape_is_refused(exported, wheel, shape):
     policy = OnnxPolicy(exported[1], wheel)
     with pytest.raises(PolicyError, match=r"policy expects \(4,\) or \(batch, 4\)"):
         policy(np.zeros(shape))
+    with pytest.raises(PolicyError, match=r"policy expects \(4,\)"):
+        policy.act(np.zeros(shape))

@@ -142,9 +142,23 @@ def bench_inference(path: Path, module: torch.nn.Module, spec: RobotSpec, observ
         with torch.no_grad():
             return module(tensors[i:i + 1])
 
+    bound_in = np.zeros((1, spec.obs_dim), np.float32)
+    bound_out = np.zeros((1, spec.act_dim), np.float32)
+    binding = session.io_binding()
+    binding.bind_cpu_input(name, bound_in)
+    binding.bind_output(session.get_outputs()[0].name, "cpu", 0, np.float32, bound_out.shape,
+                        bound_out.ctypes.data)
+
+    def iobinding(i):
+        bound_in[0] = obs32[i]
+        session.run_with_iobinding(binding)
+        return bound_out
+
     runners = {
-        "onnxruntime: OnnxPolicy (as the node)": lambda i: policy(observations[i]),
+        "onnxruntime: OnnxPolicy.act (as the node)": lambda i: policy.act(observations[i]),
+        "onnxruntime: OnnxPolicy (batch API, one row)": lambda i: policy(observations[i]),
         "onnxruntime: session.run": lambda i: session.run(None, {name: obs32[i:i + 1]}),
+        "onnxruntime: run_with_iobinding": iobinding,
         "torch eager: numpy in/out": lambda i: torch_numpy(obs32[i]),
         "torch eager: tensor in/out": torch_raw,
     }
@@ -167,7 +181,7 @@ def bench_inference(path: Path, module: torch.nn.Module, spec: RobotSpec, observ
                     run(i)
                     times.append(time.perf_counter() - start)
             done += size
-        paced = {"onnxruntime: OnnxPolicy, one call per period": lambda i: policy(observations[i]),
+        paced = {"onnxruntime: OnnxPolicy.act, one call per period": lambda i: policy.act(observations[i]),
                  "torch eager: numpy in/out, one call per period": lambda i: torch_numpy(obs32[i])}
         samples.update({k: [] for k in paced})
         order = list(paced)
@@ -615,8 +629,9 @@ def report(payload: dict, command_line: str) -> str:
         f"Reproduce: `{command_line}`\n\n"
         f"## 1. Inference, one observation per call (µs)\n\n"
         f"Back to back: {s['calls']} calls each after 200 warm-up calls, one thread each, round-robin "
-        f"in blocks of 500 so that the machine's load hits all alike. `OnnxPolicy` adds the float32 "
-        f"cast and the clip the node does; `numpy in/out` adds the tensor conversions. One call per "
+        f"in blocks of 500 so that the machine's load hits all alike. `OnnxPolicy.act` (the node's call) "
+        f"adds the float32 cast and the clip the node does to `run_with_iobinding` (buffers bound "
+        f"once); the batch API allocates per call; `numpy in/out` adds the tensor conversions. One call per "
         f"period: {s['paced_calls']} calls each, one every {inf['paced_period_s'] * 1e3:g} ms (the "
         f"{s['swap_rate']:g} Hz loop), which goes first alternating: between calls the machine's other "
         f"work evicts weights and code from the shared caches, as it does in a control loop; "

@@ -708,7 +708,7 @@ class PolicyNode(LifecycleNode):
                                         f"[{self.spec.obs_low[k]:g}, {self.spec.obs_high[k]:g}]")
         started, cpu = time.perf_counter(), time.thread_time()
         try:
-            action = policy(obs, strict=True)
+            action = policy.act(obs, strict=True)
         except Exception as exc:  # ORT errors have their own types; none may stop the loop
             self._policy_fault(policy)
             kind = "policy_output" if isinstance(exc, PolicyOutputError) else "policy_error"

@@ -79,6 +79,13 @@ class OnnxPolicy:
         self._check_graph()
         self._input = self._session.get_inputs()[0].name
         self._outputs = [self._session.get_outputs()[0].name]
+        # one observation per call (a control loop): buffers bound to the session once
+        self._one_in = np.zeros((1, self.obs_dim), np.float32)
+        self._one_out = np.zeros((1, self.act_dim), np.float32)
+        self._binding = self._session.io_binding()
+        self._binding.bind_cpu_input(self._input, self._one_in)
+        self._binding.bind_output(self._outputs[0], "cpu", 0, np.float32, self._one_out.shape,
+                                  self._one_out.ctypes.data)
         if robot is not None:
             self.validate_against(robot)
 
@@ -128,6 +135,22 @@ class OnnxPolicy:
             action[~finite] = 0.0  # the safe action, as RobotSpec.clip_action
         np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)  # faster than np.clip
         return action[0] if np.ndim(obs) == 1 else action
+
+    def act(self, obs: np.ndarray, strict: bool = False) -> np.ndarray:
+        """``self(obs)`` for one observation of shape (obs_dim,), the control loop's call: the
+        session runs on buffers bound to it once (ONNX Runtime's IOBinding), so nothing is
+        allocated but the returned action. One caller at a time per policy."""
+        if np.shape(obs) != self._one_in.shape[1:]:
+            raise PolicyError(f"{self._path}: observation has shape {np.shape(obs)}, policy expects "
+                              f"({self.obs_dim},)")
+        self._one_in[0] = obs
+        self._session.run_with_iobinding(self._binding)
+        action = self._one_out[0].astype(np.float64)
+        if not np.isfinite(action).all():
+            if strict:
+                raise PolicyOutputError(f"{self._path}: policy output is NaN or Inf")
+            action[~np.isfinite(action)] = 0.0
+        return np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)
 
     def raw(self, obs) -> np.ndarray:
         """The model's output as it is (float64, shape (B, act_dim)): no clipping, NaN kept."""
