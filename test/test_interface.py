@@ -4,6 +4,7 @@ type, the actuators' values at the spec's field paths, joints named or not."""
 import numpy as np
 import pytest
 import yaml
+from geometry_msgs.msg import Twist
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
@@ -30,6 +31,7 @@ def spec_with(tmp_path, **ros):
      lambda m: list(m.points[0].effort)),
     ({"command_type": "std_msgs/msg/Float64MultiArray", "command_field": ["data[1]", "data[0]"]},
      lambda m: [m.data[1], m.data[0]]),
+    ({"command_type": "geometry_msgs/msg/Vector3", "command_field": ["x", "y"]}, lambda m: [m.x, m.y]),
 ])
 def test_commands_round_trip_through_any_message(tmp_path, ros, read):
     codec = CommandCodec(spec_with(tmp_path, **ros))
@@ -58,8 +60,26 @@ def test_unnamed_joints_and_bad_commands(tmp_path):
     ({"command_type": "sensor_msgs/msg/JointState", "command_field": "speed"},
      "ros.command_field speed does not fit sensor_msgs/msg/JointState"),
     ({"command_field": ["data[0]", "data[1]", "data[2]"]}, "ros.command_field has 3 paths"),
+    ({"command_type": "sensor_msgs/msg/Imu", "command_field": "orientation_covariance"},  # float64[9]
+     "ros.command_field orientation_covariance does not fit sensor_msgs/msg/Imu"),
+    ({"command_type": "geometry_msgs/msg/Vector3", "command_field": "x"},
+     "does not fit geometry_msgs/msg/Vector3: ValueError: a single number for 2 actuators"),
 ])
 def test_a_command_the_node_cannot_write_is_one_line(tmp_path, ros, message):
     with pytest.raises(DroilError, match=message) as err:
         CommandCodec(spec_with(tmp_path, **ros))
     assert "\n" not in str(err.value)
+
+
+def test_a_topic_input_the_node_cannot_read_is_one_line(tmp_path):
+    raw = yaml.safe_load(WHEEL_LEGGED.text)
+    raw["observation"].append({"name": "v_cmd", "unit": "m/s", "terms": [
+        {"source": "topic", "topic": "cmd_vel", "type": "geometry_msgs/msg/Twist",
+         "field": "linear.speed"}]})
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DroilError, match="'v_cmd': geometry_msgs/msg/Twist has no field linear.speed"):
+        RobotInterface(load_spec(path))
+    raw["observation"][-1]["terms"][0]["field"] = "linear.x"
+    path.write_text(yaml.safe_dump(raw))
+    assert RobotInterface(load_spec(path)).inputs == {"cmd_vel": Twist}

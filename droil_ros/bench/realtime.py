@@ -488,31 +488,32 @@ def hot_swaps(probe: Probe, node: NodeGroup, paths: list[Path], ids: list[str], 
 
 
 def serve(spec: RobotSpec, rate: float, paths: list[Path], policies: list[OnnxPolicy], settings: Settings,
-          domain: int, seed: int, work: Path, swap: bool, mode: tuple[str, str] | None = ("timer", "single"),
+          domain: int, seed: int, work: Path, swap: bool, mode: tuple[str, str] = ("timer", "single"),
           ) -> dict:
     """One node process at ``rate``: the latency window, then (``swap``) the hot-swaps. ``mode``:
-    the policy node's trigger and executor; None: the bare echo instead of the policy node."""
+    the policy node's trigger and executor; trigger "echo": the bare echo on that executor."""
     env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     swaps = 3 * settings.swaps * settings.swap_spacing if swap else 0
     limit = 60 + settings.warmup + settings.window + swaps
-    if mode is None:
-        executable, params, controller = "echo", {"robot": spec.id}, ECHO
+    trigger, executor = mode
+    events = " (events executor)" if executor == "events" else ""
+    if trigger == "echo":
+        executable, params, controller = "echo", {"robot": spec.id, "executor": executor}, ECHO + events
     else:
-        trigger, executor = mode
         executable = "policy"
-        controller = f"policy node ({trigger}{', events executor' if executor == 'events' else ''})"
+        controller = f"policy node ({trigger}{', events executor' if events else ''})"
         params = {"robot": spec.id, "policy_path": str(paths[0]), "policy_dir": str(paths[0].parent),
                   "control_rate_hz": float(rate), "trigger": trigger, "executor": executor,
                   "autostart": True, "diagnostics_period": 0.5, "thread_priority": settings.thread_priority}
-    node = NodeGroup(work / f"{executable}_{'_'.join(mode or ())}_{rate:g}hz", env, limit)
+    node = NodeGroup(work / f"{executable}_{'_'.join(mode)}_{rate:g}hz", env, limit)
     node.start(BringupNode(executable, params))
     try:
         probe = Probe(domain, spec, policies, seed, int(POOL_SECONDS * rate))
-        if mode is None:
+        if trigger == "echo":
             probe.keys[0] = probe.echo_keys
         try:
             result = _measure(probe, node, rate, paths, policies, settings, swap,
-                              diagnostics=mode is not None)
+                              diagnostics=trigger != "echo")
         finally:
             probe.close()
     finally:
@@ -581,11 +582,12 @@ def report(payload: dict, command_line: str) -> str:
     inference_rows = [[name, f"{v['p50']:.1f}", f"{v['p99']:.1f}", f"{v['mean']:.1f}", f"{v['max']:.0f}"]
                       for name, v in inf["runtimes"].items()]
     loop_rows, health_rows, floor_rows = [], [], []
-    echo = {r["rate_hz"]: r["latency_ms"] for r in payload["closed_loop"] if r["controller"] == ECHO}
+    echo = {(r["rate_hz"], "events" in r["controller"]): r["latency_ms"] for r in payload["closed_loop"]
+            if r["controller"].startswith(ECHO)}
     for r in payload["closed_loop"]:
         lat, node = r["latency_ms"], r["node"]
         callback = r["latency_probe_callback_ms"]
-        floor_p99 = echo.get(r["rate_hz"], {}).get("p99")
+        floor_p99 = echo.get((r["rate_hz"], "events" in r["controller"]), {}).get("p99")
         answered = f"{r['states_answered']} / {r['states_sent']}"
         floor_rows.append([f"{r['rate_hz']:g}", r["controller"], answered,
                            _f(lat["p50"]), _f(lat["p99"]), r["missed_ticks"],
@@ -658,8 +660,8 @@ def report(payload: dict, command_line: str) -> str:
         f"input stale.\n\n"
         + markdown_table(["rate Hz", "controller", "states answered", "p50", "p99", "max", "min",
                           "callback p50", "callback p99"], loop_rows)
-        + "\nAgainst the floor: each controller's p99 over the bare echo's at the same rate, "
-        "measured in this run.\n\n"
+        + "\nAgainst the floor: each controller's p99 over the p99 of the bare echo on the same "
+        "executor at the same rate, measured in this run.\n\n"
         + markdown_table(["rate Hz", "controller", "states answered", "p50", "p99", "missed ticks",
                           "p99 / echo p99"], floor_rows)
         + f"\nLoop health over the same windows, from the node's publish timestamps (DDS source "
@@ -731,7 +733,8 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
         policies = [OnnxPolicy(p, spec) for p in paths]
         closed_loop = []
         for rate in settings.rates:
-            for mode in (*settings.modes, *([None] if settings.echo else [])):
+            executors = dict.fromkeys(e for _, e in settings.modes) if settings.echo else {}
+            for mode in (*settings.modes, *(("echo", e) for e in executors)):
                 result = serve(spec, rate, paths, policies, settings, domain, seed, work,
                                swap=rate == settings.swap_rate and mode == settings.modes[0], mode=mode)
                 closed_loop.append(result)

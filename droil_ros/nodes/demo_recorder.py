@@ -55,14 +55,14 @@ OTHER_TOPICS = {  # name: (type, reliable, transient local), as their usual publ
 
 
 def known_topics(spec: RobotSpec) -> dict[str, tuple[str, bool, bool]]:
-    """The robot's topics (its spec's ``ros`` section and topic inputs) and the demonstration's,
-    with their types and the QoS their usual publishers offer."""
+    """The demonstration's topics and the robot's (its spec's ``ros`` section and topic inputs,
+    as written: a relative one resolves in the node's namespace, and its type wins), with their
+    types and the QoS their usual publishers offer."""
     ros = spec.ros
-    return {ros.state_topic.strip("/"): ("sensor_msgs/msg/JointState", False, False),
-            **({ros.imu_topic.strip("/"): ("sensor_msgs/msg/Imu", False, False)} if spec.uses_imu else {}),
-            ros.command_topic.strip("/"): (ros.command_type, True, False),
-            **{topic.strip("/"): (msgtype, False, False) for topic, msgtype in spec.topic_inputs.items()},
-            **OTHER_TOPICS}
+    return {**OTHER_TOPICS, ros.state_topic: ("sensor_msgs/msg/JointState", False, False),
+            **({ros.imu_topic: ("sensor_msgs/msg/Imu", False, False)} if spec.uses_imu else {}),
+            ros.command_topic: (ros.command_type, True, False),
+            **{topic: (msgtype, False, False) for topic, msgtype in spec.topic_inputs.items()}}
 
 
 DEPTH = 5000  # the subscription queue absorbs a recorder lagging by seconds without losing messages
@@ -96,6 +96,7 @@ class DemoRecorder(Node):
             "folder of the bags; each recording is a sub-folder named with the UTC start time",
             read_only=True)).value)
         known = known_topics(self.spec)
+        by_name = {topic.strip("/"): kind for topic, kind in known.items()}
         topics = declare("topics", list(known), describe(
             "topics to record (relative names resolve in the node's namespace); those never "
             "published are not in the bag. Default: the robot spec's (ros section and topic "
@@ -124,8 +125,8 @@ class DemoRecorder(Node):
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         for topic, name in self.requested.items():
-            if name in known:
-                msgtype, reliable, latched = known[name]
+            if name in by_name:
+                msgtype, reliable, latched = by_name[name]
                 self._subscribe(topic, msgtype, record_qos(reliable, latched))
         self.done = threading.Event()
         self.flusher = threading.Thread(target=self._flush_loop, name="bag_flush", daemon=True)

@@ -12,13 +12,15 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from droil_ros.nodes.common import COMMAND_QOS, SENSOR_QOS, declare_robot, spin_node
+from droil_ros.nodes.common import COMMAND_QOS, SENSOR_QOS, declare_robot, describe, spin_node
 
 
 class Echo(Node):
     def __init__(self):
         super().__init__("echo")
         spec = declare_robot(self)
+        self.events_executor = self.declare_parameter("executor", "single", describe(
+            "single | events: the executor, as the policy node's", read_only=True)).value == "events"
         self.n = len(spec.actuators)
         self.command_pub = self.create_publisher(Float64MultiArray, spec.ros.command_topic, COMMAND_QOS)
         self.create_subscription(JointState, spec.ros.state_topic, self._on_joint_state, SENSOR_QOS)

@@ -9,6 +9,8 @@ import importlib
 import re
 
 import numpy as np
+from rclpy.serialization import deserialize_message, serialize_message
+from rosidl_parser.definition import AbstractNestedType
 from sensor_msgs.msg import Imu, JointState
 
 from droil_ros.errors import DroilError
@@ -73,6 +75,35 @@ def _assign(msg, path: str, value) -> None:
         msg = sequence[i]
 
 
+def _names_sequence(msg, path: str) -> bool:
+    """Whether ``path`` ends at a sequence field (``data``, ``points[0].velocities``), not at a
+    number (``data[1]``, ``wheels[0].speed``)."""
+    *_, (name, indexes) = _PATH_PART.findall(path)
+    for part, part_indexes in _PATH_PART.findall(path)[:-1]:
+        msg = _element_class(msg, part)() if part_indexes else getattr(msg, part)
+    slot = msg.SLOT_TYPES[list(msg.get_fields_and_field_types()).index(name)]
+    return not indexes and isinstance(slot, AbstractNestedType)
+
+
+def _has_field(kind, path: str) -> bool:
+    """Whether ``path`` names a field of message type ``kind`` (indexes are not checked: they
+    depend on the message)."""
+    msg = kind()
+    parts = _PATH_PART.findall(path)
+    for k, (name, indexes) in enumerate(parts):
+        if name not in msg.get_fields_and_field_types():
+            return False
+        if k == len(parts) - 1:
+            return True
+        try:
+            msg = _element_class(msg, name)() if indexes else getattr(msg, name)
+        except (AttributeError, ImportError):  # a sequence of numbers, not of messages
+            return False
+        if not hasattr(msg, "get_fields_and_field_types"):
+            return False
+    return True
+
+
 class CommandCodec:
     """Actuator commands (one value per actuator, in the order of ``spec.actuators``) to and from
     the robot's command message: ``ros.command_type``, the values at ``ros.command_field`` (one
@@ -89,16 +120,27 @@ class CommandCodec:
                              f"or one per actuator ({self.n})")
         self.names = list(spec.actuators.values()) if ros.joints == "by_name" else []
         self.kind = ros.command_kind
+        fits = "does not fit"
         try:
-            self.encode(np.zeros(self.n))
-        except (AttributeError, TypeError, ValueError, AssertionError) as exc:
-            raise DroilError(f"ros.command_field {' + '.join(self.paths)} does not fit "
-                             f"{ros.command_type}: {exc}") from None
+            # one path for all actuators names a sequence, unless it names a single number
+            self.scalar = len(self.paths) == 1 and not _names_sequence(self.msg_type(), self.paths[0])
+            if self.scalar and self.n != 1:
+                raise ValueError(f"a single number for {self.n} actuators")
+            distinct = np.arange(1.0, self.n + 1.0)  # each actuator's value must come back as sent
+            back = self.decode(deserialize_message(serialize_message(self.encode(distinct)), self.msg_type))
+            if not np.array_equal(back, distinct):
+                fits = "does not carry"
+                raise ValueError(f"{self.n} values sent, {back.tolist()} read back")
+        except Exception as exc:  # rclpy's setters assert, its serialisation has its own errors
+            raise DroilError(f"ros.command_field {' + '.join(self.paths)} {fits} {ros.command_type}: "
+                             f"{type(exc).__name__}: {exc}"[:300]) from None
 
     def encode(self, command: np.ndarray, stamp=None):
         msg = self.msg_type()
         values = [float(v) for v in command]
-        if len(self.paths) == 1:
+        if self.scalar:
+            _assign(msg, self.paths[0], values[0])
+        elif len(self.paths) == 1:
             _assign(msg, self.paths[0], values)
         else:
             for path, value in zip(self.paths, values, strict=True):
@@ -135,6 +177,10 @@ class RobotInterface:
         self.command = CommandCodec(spec)
         self.inputs = {topic: require_message_class(msgtype, f"observation input {topic}:")
                        for topic, msgtype in spec.topic_inputs.items()}
+        for element in spec.observation:
+            for term in element.terms:
+                if term.source == "topic" and not _has_field(self.inputs[term.topic], term.field):
+                    raise DroilError(f"observation '{element.name}': {term.type} has no field {term.field}")
         self.joint_names = spec.joints if spec.ros.joints == "by_index" else None
 
     def readings(self, joint_state: JointState, imu: Imu | None, orientation: np.ndarray | None = None,

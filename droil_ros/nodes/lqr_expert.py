@@ -56,6 +56,9 @@ class LQRExpert(Node):
         self.stale = True  # nothing received yet: nothing to stop
 
         self.robot = RobotInterface(self.spec)
+        if self.robot.command.kind != "effort":  # its zero command would be a setpoint, not "no torque"
+            raise DroilError(f"{name} commands efforts; robot '{self.spec.id}' takes "
+                             f"{self.robot.command.kind} commands (ros.command_kind)")
         self.command_pub = self.create_publisher(self.robot.command.msg_type, self.spec.ros.command_topic,
                                                  COMMAND_QOS)
         subscribe_states(self, self.robot, self._act)

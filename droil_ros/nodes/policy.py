@@ -130,6 +130,7 @@ BYTES_PER_JOINT = 256 + 3 * 8  # a name of up to 256 characters and three double
 MESSAGE_OVERHEAD = 512  # header, frame id, sequence lengths
 MAX_IMU_BYTES = 4096  # an Imu is about 330 bytes plus its frame id
 TRIGGERS = ("timer", "state")
+MIN_SPACING = 0.25  # trigger state: periods between two ticks at least
 EXECUTORS = ("single", "events")
 LOADED_POLL = 0.005  # s between looks for a loaded policy on the EventsExecutor (no guard conditions)
 MAX_INPUT_BYTES = 65536  # a topic input of the observation (a Twist, a small custom message)
@@ -219,7 +220,14 @@ def total(fallback=None):
             except Exception as exc:
                 reason = f"{method.__name__.lstrip('_')}: {type(exc).__name__}: {exc}"[:300]
                 self._record(Fault("callback_error", reason))
-                return fallback(self, reason, *args) if fallback is not None else None
+                if fallback is None:
+                    return None
+                try:
+                    return fallback(self, reason, *args)
+                except Exception as again:  # e.g. the safe command's publish: recorded, never raised
+                    then = f"{reason}; then {type(again).__name__}: {again}"
+                    self._record(Fault("callback_error", then[:300]))
+                    return None
         return guarded
     return wrap
 
@@ -367,6 +375,7 @@ class PolicyNode(LifecycleNode):
         self.joint_state_at = self.imu_at = -math.inf  # time.monotonic() of receipt
         self.input_faults: dict[str, Fault] = {}  # topic -> why its newest message was refused
         self.inputs: dict[str, tuple[float, object]] = {}  # topic input -> (monotonic receipt, message)
+        self.hold: np.ndarray | None = None  # position kind: the setpoint the safe action holds
         # newest accepted header stamps
         self.stamps = {"joint_states": -math.inf, **({"imu/data": -math.inf} if self.spec.uses_imu else {})}
         self.estop_input = False  # last value on ~/estop
@@ -479,7 +488,7 @@ class PolicyNode(LifecycleNode):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.last_tick_start = None
+        self.last_tick_start, self.hold = None, None
         self.observe = self.spec.observation_builder()  # unwrap terms start afresh, as a recording
         self.arrived.clear()
         self.timer = self.create_timer(self.period, self._tick if self.trigger == "timer" else self._watchdog,
@@ -523,21 +532,29 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info("stopped commanding after a safe (zero-torque) command")
 
     def _publish_safe(self) -> None:
-        """Zero effort or velocity; a position-commanded robot holds the positions last measured
-        (nothing is sent before a JointState: its controller holds its own setpoint)."""
+        """Zero effort or velocity. A position-commanded robot holds where it was when the safe
+        action began (the positions then measured, kept until the policy acts again: following
+        each new measurement would give its controller no error to hold against); with no
+        usable measurement nothing is sent and its controller holds its own last setpoint."""
         command = np.zeros(len(self.spec.actuators))
         if self.robot.command.kind == "position":
-            if self.joint_state is None:
+            if self.hold is None:
+                self.hold = self._measured_positions()
+            if self.hold is None:
                 return
-            try:
-                readings = self.robot.readings(self.joint_state, None)
-                index = {name: i for i, name in enumerate(readings.joint_names)}
-                command = readings.position[[index[j] for j in self.spec.actuators.values()]]
-            except (KeyError, IndexError):
-                return
-            if not np.all(np.isfinite(command)):
-                return
+            command = self.hold
         self.command_pub.publish(self.robot.command.encode(command))
+
+    def _measured_positions(self) -> np.ndarray | None:
+        if self.joint_state is None:
+            return None
+        readings = self.robot.readings(self.joint_state, None)
+        index = {name: i for i, name in enumerate(readings.joint_names)}
+        try:
+            positions = readings.position[[index[j] for j in self.spec.actuators.values()]]
+        except (KeyError, IndexError):
+            return None
+        return positions if np.all(np.isfinite(positions)) else None
 
     def _release(self) -> None:
         for sub in self.sensor_subs:
@@ -596,7 +613,10 @@ class PolicyNode(LifecycleNode):
         self.arrived.add(kind)
         if self.arrived >= self.needed:
             self.arrived.clear()
-            self._tick()
+            # a flood of states (a peer on the bus) drives the policy at most 4x the control rate
+            last = self.last_tick_start
+            if last is None or time.perf_counter() - last > MIN_SPACING * self.period:
+                self._tick()
 
     @total()
     def _on_input(self, topic: str, kind, raw: bytes) -> None:
@@ -639,7 +659,8 @@ class PolicyNode(LifecycleNode):
         if self.last_tick_start is not None:
             period = start - self.last_tick_start
             self.periods.append(period)
-            if period > OVERRUN * self.period:
+            # with trigger state the time between ticks is the input's: a gap is a stale fault
+            if self.trigger == "timer" and period > OVERRUN * self.period:
                 self.overruns += 1
                 self.events.add("overrun")
         self.last_tick_start = start
@@ -652,7 +673,7 @@ class PolicyNode(LifecycleNode):
             self._record(fault)
         else:
             self.command_pub.publish(self.robot.command.encode(self.spec.action_to_command(action)))
-            self.faulted = False
+            self.faulted, self.hold = False, None
             if self.swap_started is not None:  # the first action of a swapped-in policy
                 self.swap_ms = (time.perf_counter() - self.swap_started) * 1e3
                 self.swap_started = None

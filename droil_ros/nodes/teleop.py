@@ -122,6 +122,9 @@ class Teleop(Node):
                              f"{self.spec.act_dim}")
         self.lqr = LQRController(self.spec) if p["assist"] > 0 else None
         self.robot = RobotInterface(self.spec)
+        if self.robot.command.kind != "effort":
+            raise DroilError(f"mode torque commands efforts; robot '{self.spec.id}' takes "
+                             f"{self.robot.command.kind} commands (ros.command_kind)")
         self.command_pub = self.create_publisher(self.robot.command.msg_type, self.spec.ros.command_topic,
                                                  COMMAND_QOS)
         subscribe_states(self, self.robot, self._act)

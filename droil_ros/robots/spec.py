@@ -86,7 +86,7 @@ class ObsTerm:
     """``scale * (reduce(values) + offset)``; ``unwrap``: an angle that wraps at +-pi is followed
     across the wrap (each joint's value before the reduction), which needs the previous message:
     see ``ObservationBuilder``. ``source: topic`` reads ``field`` of the ``type`` messages on
-    ``topic`` (the bag converter reads them; the nodes do not subscribe to them yet)."""
+    ``topic`` (the bag converter and the nodes read the latest one)."""
 
     source: str
     joints: tuple[str, ...] = ()
@@ -308,7 +308,11 @@ class RobotSpec:
                 elif term.source == TOPIC_SOURCE:
                     if term.topic not in readings.messages:
                         raise ValueError(f"no message on {term.topic} for '{element.name}'")
-                    values = message_field(readings.messages[term.topic], term.field)
+                    try:
+                        values = message_field(readings.messages[term.topic], term.field)
+                    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+                        raise ValueError(f"{term.topic} has no usable {term.field} for '{element.name}' "
+                                         f"({type(exc).__name__})") from None
                     if not values.size:
                         raise ValueError(f"{term.topic} has no {term.field} for '{element.name}'")
                 else:
