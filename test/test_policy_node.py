@@ -493,8 +493,8 @@ def test_a_user_robot_end_to_end_from_its_bags_to_the_policy_node(tmp_path, laun
     spec = load_spec("rover")
     probe = RoverProbe(DOMAIN)
     try:
-        launch("policy", robot="rover", policy_path=policy_path, policy_dir=policy_path.parent,
-               autostart="true")
+        node = launch("policy", robot="rover", policy_path=policy_path, policy_dir=policy_path.parent,
+                      autostart="true")
         # no reference yet: stale input, the safe command (zero wheel speed), on the spec's topic
         assert probe.wait_for(lambda: len(probe.velocities()) > 5, 60.0), "no command on /rover/wheel_cmd"
         assert probe.velocities()[-1] == [0.0, 0.0]
@@ -507,6 +507,20 @@ def test_a_user_robot_end_to_end_from_its_bags_to_the_policy_node(tmp_path, laun
             probe.joints, probe.imu, joint_names=spec.joints, messages={"rover/cmd_vel": probe.reference}))
         expected = spec.action_to_command(OnnxPolicy(policy_path, spec)(obs))
         np.testing.assert_allclose(probe.velocities()[-1], expected, atol=1e-6)
+
+        # the same rover commanded in position: no policy (the safe action) holds the positions
+        # measured when it began, also when the wheels are then moved
+        assert stop(node) == 0
+        rover_spec(tmp_path / "position", command_type=JS, command_field="position",
+                   command_kind="position", observation=observation)
+        launch("policy", robot=str(tmp_path / "position" / "rover.yaml"), autostart="true")
+        started = time.monotonic()
+        assert probe.wait_for(lambda: len(probe.received("/rover/wheel_cmd", started)) > 5, 60.0)
+        probe.joints.position = [2.0, 2.0]
+        moved = time.monotonic()
+        assert probe.wait_for(lambda: len(probe.received("/rover/wheel_cmd", moved + 0.2)) > 5, 10.0)
+        held = {tuple(m.position) for m in probe.received("/rover/wheel_cmd", started)}
+        assert held == {(1.0, 1.0)}, held
     finally:
         probe.close()
 
