@@ -21,7 +21,9 @@ seconds: 1.5
 perturbations:
   mass: {x: [1.0, 2.0], perturb: "mass={x}"}
   latency: {x: [0, 2], perturb: ["nominal", "latency=2"]}
+  gravity: {x: [1.0, 1.3], perturb: "gravity={x}"}
 heldout: [latency]
+beyond: [gravity]
 """
 
 
@@ -67,6 +69,8 @@ def test_shipped_grid_applies_to_its_robot_and_restores(robot):
      "perturbation 'k': 'stiffness@knee=1': robot 'hopper' has no joint named 'knee'"),
     ("robot: hopper\nperturbations: {g: {x: [1], perturb: 'gravity={x}'}}\nheldout: [mass]",
      "'heldout' must list perturbation names"),
+    ("robot: hopper\nperturbations: {g: {x: [1], perturb: 'gravity={x}'}}\nheldout: [g]\nbeyond: [g]",
+     "'beyond' must list perturbation names of this grid not held out"),
     ("robot: hopper\nperturbations: {grid_average: {x: [1], perturb: 'gravity={x}'}}", "reserved"),
 ])
 def test_bad_grid_fails_with_one_line(tmp_path, text, message):
@@ -111,6 +115,7 @@ def test_evaluate_ranks_lqr_above_zero(tiny):
     summary = result["summary"]["lqr"]
     assert summary["grid_average"] == summary["mass"]
     assert summary["heldout_average"] == summary["latency"]
+    assert summary["beyond_average"] == summary["gravity"]  # not in the grid average either
 
 
 def test_evaluate_is_reproducible_and_seeded(tiny):
@@ -135,3 +140,4 @@ def test_plot_and_summary_table(tiny, tmp_path):
     table = summary_table(result)
     assert "| lqr |" in table and "| zero |" in table
     assert "latency (held out)" in table and "grid average" in table and "held-out average" in table
+    assert "gravity (beyond)" in table and "beyond average" in table

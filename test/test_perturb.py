@@ -12,8 +12,9 @@ from droil_ros.sim.perturb import KINDS, parse_perturbation
 CHANGES = {
     "gravity": 1.5, "mass": 1.5, "payload": 2.0, "friction": 0.05, "damping": 50.0,
     "stiffness": 20.0, "frictionloss": 0.5, "gear": 0.5, "actuator_range": 0.5,
-    "action_noise": 0.2, "obs_noise": 0.05, "latency": 2,
+    "action_noise": 0.2, "obs_noise": 0.05, "latency": 2, "springref": 0.5,
 }
+WITH = {"springref": {"stiffness": 20.0}}  # a rest angle acts through a spring: compared with it alone
 ROBOTS = ["wheel_legged", "hopper", "walker2d", "halfcheetah", "ant"]
 
 
@@ -48,7 +49,10 @@ def test_perturbation_changes_dynamics_and_restores_exactly(robot, name):
     nominal = trajectory(env)
     np.testing.assert_array_equal(nominal, trajectory(env))  # deterministic
 
-    env.set_perturbation({name: CHANGES[name]})
+    if name in WITH:
+        env.set_perturbation(WITH[name])
+        nominal = trajectory(env)
+    env.set_perturbation({**WITH.get(name, {}), name: CHANGES[name]})
     perturbed = trajectory(env)
     assert np.max(np.abs(perturbed - nominal)) > 1e-6, f"{name} did not change {robot}"
 
@@ -56,6 +60,7 @@ def test_perturbation_changes_dynamics_and_restores_exactly(robot, name):
     restored = model_arrays(env.unwrapped.model)
     for field, value in nominal_model.items():
         np.testing.assert_array_equal(restored[field], value, err_msg=field)
+    env.set_perturbation(WITH.get(name))
     np.testing.assert_array_equal(trajectory(env), nominal)
 
 

@@ -5,6 +5,8 @@ magnitudes ``x`` to sweep and how each becomes a perturbation string: a template
 or one string per magnitude. Every policy sees the same episode seeds at every magnitude
 (common random numbers), so differences between policies are not seed noise. Perturbations
 listed under ``heldout`` are averaged separately: they are for final numbers, never for tuning.
+Those under ``beyond`` (magnitudes past the papers' ranges) are averaged separately too, so that
+the grid average is the papers' protocol.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from droil_ros.robots.spec import load_spec
 from droil_ros.sim.envs import RobotEnv, make_env
 from droil_ros.sim.rollout import Controller, run_episode
 
-GRID_KEYS = ("robot", "task", "episodes", "seconds", "perturbations", "heldout")
+GRID_KEYS = ("robot", "task", "episodes", "seconds", "perturbations", "heldout", "beyond")
 SWEEP_KEYS = ("x", "perturb")
-SUMMARY_KEYS = ("grid_average", "heldout_average")  # reserved: they sit beside perturbation names
+# reserved: they sit beside perturbation names
+SUMMARY_KEYS = ("grid_average", "heldout_average", "beyond_average")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Grid:
     perturbations: dict[str, Sweep]
     heldout: tuple[str, ...]
     source: str
+    beyond: tuple[str, ...] = ()  # past the papers' ranges: averaged apart from the grid average
 
     def to_dict(self) -> dict:
         return {
@@ -60,7 +64,7 @@ class Grid:
             "episodes": self.episodes, "seconds": self.seconds,
             "perturbations": {name: {"x": list(s.x), "perturb": list(s.perturb), "template": s.template}
                               for name, s in self.perturbations.items()},
-            "heldout": list(self.heldout),
+            "heldout": list(self.heldout), "beyond": list(self.beyond),
         }
 
 
@@ -122,8 +126,11 @@ def _parse_grid(raw, source: str) -> Grid:
     heldout = raw.get("heldout") or []
     if not isinstance(heldout, list) or any(str(h) not in perturbations for h in heldout):
         raise DroilError(f"'heldout' must list perturbation names of this grid, not {heldout!r}")
+    beyond = raw.get("beyond") or []
+    if not isinstance(beyond, list) or any(str(b) not in perturbations or b in heldout for b in beyond):
+        raise DroilError(f"'beyond' must list perturbation names of this grid not held out, not {beyond!r}")
     return Grid(str(raw["robot"]), task, episodes, None if seconds is None else float(seconds),
-                perturbations, tuple(map(str, heldout)), source)
+                perturbations, tuple(map(str, heldout)), source, tuple(map(str, beyond)))
 
 
 def _parse_sweep(name: str, raw, env: RobotEnv) -> Sweep:
@@ -229,23 +236,26 @@ def evaluate(policies: dict[str, Controller], grid: Grid, episodes: int | None =
             })
             bar.update(episodes)
     return {"robot": grid.robot, "task": grid.task, "episodes": episodes, "seed": seed,
-            "grid": grid.to_dict(), "results": results, "summary": _summary(results, grid.heldout)}
+            "grid": grid.to_dict(), "results": results,
+            "summary": _summary(results, grid.heldout, grid.beyond)}
 
 
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _summary(results: dict, heldout: tuple[str, ...]) -> dict:
+def _summary(results: dict, heldout: tuple[str, ...], beyond: tuple[str, ...] = ()) -> dict:
     """Per policy: each perturbation's mean return over its magnitudes (an area under the
-    curve), their average over the tuning perturbations and, separately, over the held-out."""
+    curve), their average over the tuning perturbations and, separately, over the held-out
+    and over those beyond the papers' ranges."""
     summary = {}
     for policy, sweeps in results.items():
         means = {name: float(np.mean([p["mean"] for p in points])) for name, points in sweeps.items()}
         summary[policy] = {
             **means,
-            "grid_average": _mean([v for name, v in means.items() if name not in heldout]),
+            "grid_average": _mean([v for name, v in means.items() if name not in heldout + beyond]),
             "heldout_average": _mean([v for name, v in means.items() if name in heldout]),
+            "beyond_average": _mean([v for name, v in means.items() if name in beyond]),
         }
     return summary
 
@@ -294,10 +304,12 @@ def summary_table(result: dict) -> str:
     """Markdown: one row per policy; each perturbation's mean return over its magnitudes, the
     grid average (tuning perturbations) and the held-out average."""
     names, heldout = list(result["grid"]["perturbations"]), result["grid"]["heldout"]
-    header = ["policy", *(n + (" (held out)" if n in heldout else "") for n in names), "grid average"]
-    keys = [*names, "grid_average"] + (["heldout_average"] if heldout else [])
-    if heldout:
-        header.append("held-out average")
+    beyond = result["grid"].get("beyond", [])
+    header = ["policy", *(n + (" (held out)" if n in heldout else " (beyond)" if n in beyond else "")
+                          for n in names), "grid average"]
+    keys = [*names, "grid_average"] + (["heldout_average"] if heldout else []) + (
+        ["beyond_average"] if beyond else [])
+    header += (["held-out average"] if heldout else []) + (["beyond average"] if beyond else [])
 
     def cell(value):
         return "-" if value is None else f"{value:.1f}"

@@ -39,6 +39,9 @@ KINDS: dict[str, Kind] = {
     "friction": Kind("scale of sliding friction of all geoms", 1.0),
     "damping": Kind("scale of actuated joints' damping", 1.0, targets="joint"),
     "stiffness": Kind("spring stiffness on actuated joints (N m/rad)", 0.0, targets="joint"),
+    # DRBC sets the rest angle with the stiffness; the nominal is the model's (0 on Hopper)
+    "springref": Kind("rest angle of actuated joints' springs (rad)", 0.0, targets="joint",
+                      minimum=-math.pi),
     "frictionloss": Kind("dry friction on actuated joints (N m)", 0.0, targets="joint"),
     "gear": Kind("scale of actuator strength (gear)", 1.0, targets="joint"),
     "actuator_range": Kind("scale of actuator control range", 1.0, targets="joint", minimum=1e-6),
@@ -50,7 +53,7 @@ KINDS: dict[str, Kind] = {
 
 # fields a model perturbation may touch; restored from the nominal snapshot
 MODEL_FIELDS = ("body_mass", "body_inertia", "geom_friction", "dof_damping", "jnt_stiffness",
-                "dof_frictionloss", "actuator_gear", "actuator_ctrlrange")
+                "qpos_spring", "dof_frictionloss", "actuator_gear", "actuator_ctrlrange")
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,8 @@ class ModelPerturber:
                 m.dof_damping[self._dofs(item)] *= v
             elif item.name == "stiffness":
                 m.jnt_stiffness[self._joints(item)] = v
+            elif item.name == "springref":
+                m.qpos_spring[[int(m.jnt_qposadr[j]) for j in self._joints(item)]] = v
             elif item.name == "frictionloss":
                 m.dof_frictionloss[self._dofs(item)] = v
             elif item.name == "gear":
