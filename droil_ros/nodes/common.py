@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import time
 from array import array
 from collections.abc import Callable
 from pathlib import Path
@@ -134,22 +135,34 @@ def _vector(v) -> np.ndarray:
     return np.array([v.x, v.y, v.z])
 
 
-def subscribe_states(node: Node, robot, on_readings: Callable[[SensorReadings], None]) -> None:
+def subscribe_states(node: Node, robot, on_readings: Callable[[SensorReadings], None],
+                     max_input_age: float = 0.5) -> None:
     """Call ``on_readings`` for each pair of the newest JointState and Imu (the JointState alone
     for a robot whose observation reads no IMU) on the spec's topics, each message used once: a
     controller that answers states (lockstep waits for one answer per state). ``robot``: a
-    ``RobotInterface``; the newest message of each topic input goes with the readings."""
+    ``RobotInterface``; the newest message of each topic input goes with the readings, and no
+    state is answered while one has not arrived or is older than ``max_input_age`` s (a warning
+    a second says which)."""
     latest: dict = {}
-    inputs: dict = {}
+    inputs: dict = {}  # topic -> (monotonic receipt, message)
     wanted = 2 if robot.spec.uses_imu else 1
 
     def take(kind: str, msg) -> None:
         latest[kind] = msg
-        if len(latest) == wanted and len(inputs) == len(robot.inputs):
-            on_readings(robot.readings(latest.pop("joints"), latest.pop("imu", None), messages=inputs))
+        if len(latest) < wanted:
+            return
+        now = time.monotonic()
+        stale = [t for t in robot.inputs if now - inputs.get(t, (-math.inf,))[0] > max_input_age]
+        if stale:
+            latest.clear()
+            node.get_logger().warning(f"no state answered: no message on {stale[0]} in the last "
+                                      f"{max_input_age:g} s", throttle_duration_sec=1.0)
+            return
+        on_readings(robot.readings(latest.pop("joints"), latest.pop("imu", None),
+                                   messages={t: m for t, (_, m) in inputs.items()}))
 
     def keep(topic: str, msg) -> None:
-        inputs[topic] = msg
+        inputs[topic] = (time.monotonic(), msg)
 
     ros = robot.spec.ros
     if robot.spec.uses_imu:
