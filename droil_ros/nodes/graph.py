@@ -16,6 +16,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from rclpy.signals import SignalHandlerOptions
 
 from droil_ros.errors import DroilError
 
@@ -27,7 +28,9 @@ class GraphClient:
 
     def __init__(self, domain: int | None = None, name: str = "droil_client"):
         self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain)
+        # a client lives in someone else's process: Ctrl-C stays Python's KeyboardInterrupt there
+        # (rclpy's own handler, installed by the first init, would shut the contexts down instead)
+        rclpy.init(context=self.context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(name, context=self.context)
         self.lock = threading.Lock()
         self.clients: dict[str, object] = {}
