@@ -6,7 +6,6 @@ index, and the ``source: topic`` inputs of the observation. The topics themselve
 from __future__ import annotations
 
 import importlib
-import re
 
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
@@ -15,11 +14,10 @@ from sensor_msgs.msg import Imu, JointState
 
 from droil_ros.errors import DroilError
 from droil_ros.nodes.common import readings_from_msgs
-from droil_ros.robots.spec import RobotSpec, SensorReadings, message_field
+from droil_ros.robots.spec import RobotSpec, SensorReadings, field_path_parts, message_field
 
 STANDARD_COMMANDS = ("std_msgs/msg/Float64MultiArray", "sensor_msgs/msg/JointState",
                      "trajectory_msgs/msg/JointTrajectory")
-_PATH_PART = re.compile(r"(\w+)((?:\[\d+\])*)")
 
 
 def message_class(msgtype: str):
@@ -50,10 +48,9 @@ def _element_class(msg, name: str):
 def _assign(msg, path: str, value) -> None:
     """Set the field at ``path`` (``data``, ``points[0].velocities``, ``wheels[1].speed``),
     growing message sequences on the way."""
-    parts = _PATH_PART.findall(path)
-    for k, (name, indexes) in enumerate(parts):
+    parts = field_path_parts(path)
+    for k, (name, index) in enumerate(parts):
         last = k == len(parts) - 1
-        index = [int(i) for i in re.findall(r"\d+", indexes)]
         if not index:
             if last:
                 setattr(msg, name, value)
@@ -78,8 +75,8 @@ def _assign(msg, path: str, value) -> None:
 def _names_sequence(msg, path: str) -> bool:
     """Whether ``path`` ends at a sequence field (``data``, ``points[0].velocities``), not at a
     number (``data[1]``, ``wheels[0].speed``)."""
-    *_, (name, indexes) = _PATH_PART.findall(path)
-    for part, part_indexes in _PATH_PART.findall(path)[:-1]:
+    *leading, (name, indexes) = field_path_parts(path)
+    for part, part_indexes in leading:
         msg = _element_class(msg, part)() if part_indexes else getattr(msg, part)
     slot = msg.SLOT_TYPES[list(msg.get_fields_and_field_types()).index(name)]
     return not indexes and isinstance(slot, AbstractNestedType)
@@ -89,7 +86,7 @@ def _has_field(kind, path: str) -> bool:
     """Whether ``path`` names a field of message type ``kind`` (indexes are not checked: they
     depend on the message)."""
     msg = kind()
-    parts = _PATH_PART.findall(path)
+    parts = field_path_parts(path)
     for k, (name, indexes) in enumerate(parts):
         if name not in msg.get_fields_and_field_types():
             return False

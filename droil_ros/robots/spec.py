@@ -8,6 +8,7 @@ text, so a mismatch is caught before it reaches a robot and a user's robot trave
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -62,13 +63,21 @@ class SensorReadings:
     messages: dict = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=256)
+def field_path_parts(path: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``points[0].velocities`` -> (("points", (0,)), ("velocities", ())), parsed once per path
+    (the nodes read and write fields at every tick)."""
+    return tuple((name, tuple(int(i) for i in re.findall(r"\d+", indexes)))
+                 for name, indexes in re.findall(r"(\w+)((?:\[\d+\])*)", path))
+
+
 def message_field(msg, path: str) -> np.ndarray:
     """The numbers at a field path (``points[0].velocities``) of a decoded message, flattened."""
     value = msg
-    for name, indexes in re.findall(r"(\w+)((?:\[\d+\])*)", path):
+    for name, indexes in field_path_parts(path):
         value = getattr(value, name)
-        for i in re.findall(r"\d+", indexes):
-            value = value[int(i)]
+        for i in indexes:
+            value = value[i]
     return np.asarray(value, np.float64).ravel()
 
 
