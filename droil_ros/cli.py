@@ -472,13 +472,17 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        return args.func(args)
+        code = args.func(args)
     except DroilError as exc:
         print(f"droil {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        code = EXIT_USAGE
     except KeyboardInterrupt:
         print("droil: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    graph = sys.modules.get("droil_ros.nodes.graph")  # imported only by commands on the ROS graph
+    if graph is not None and graph.LEFT_OPEN:
+        graph.exit_process(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -443,7 +443,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
             results = deploy(cfg, spec, client, group, policies)
             timings["deploy"] = time.monotonic() - t
     finally:
-        client.close()
+        client.close(leaving=True)  # the CLI ends the process (droil_ros.nodes.graph.exit_process)
     timings["total"] = time.monotonic() - started
     text = table(results, cfg)
     summary = {"config": {**asdict(cfg), "out": str(cfg.out)}, "bag": str(bag),

@@ -245,3 +245,38 @@ def test_every_node_exits_0_when_its_process_group_gets_sigint_twice(tmp_path):
     text = {name: (tmp_path / f"{name}.log").read_text() for name in NODE_ARGS}
     assert codes == dict.fromkeys(NODE_ARGS, 0), (codes, text)
     assert not [name for name, t in text.items() if "Traceback" in t], text
+
+
+HANGING_TEARDOWN = """
+import ctypes, sys
+from rclpy.node import Node
+from droil_ros.nodes import common
+
+common.TEARDOWN_LIMIT_S = 1.0
+
+
+class HangsOnExit(Node):
+    def __init__(self):
+        super().__init__("hangs_on_exit")
+        print("up", flush=True)
+
+    def destroy_node(self):
+        ctypes.PyDLL(None).sleep(600)  # stuck in C with the GIL held, as in Fast DDS's deadlock
+
+
+sys.exit(common.spin_node(HangsOnExit))
+"""
+
+
+def test_a_node_whose_teardown_hangs_still_exits():
+    """Fast DDS 3.2 can deadlock destroying a writer (a Ctrl-C'd process hung for good): spin_node's
+    watchdog ends the process TEARDOWN_LIMIT_S later, with status 1 and the stack of the hang."""
+    proc = subprocess.Popen([sys.executable, "-c", HANGING_TEARDOWN], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ros_env(DOMAIN)))
+    try:
+        assert proc.stdout.readline() == "up\n"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "in destroy_node" in err, err

@@ -5,6 +5,7 @@ Conversions only: observations, actions and physics stay in the core (robots/, s
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import signal
 import sys
@@ -30,6 +31,7 @@ from droil_ros.errors import DroilError
 from droil_ros.robots.spec import RobotSpec, SensorReadings, load_spec
 
 EXIT_USAGE = 2
+TEARDOWN_LIMIT_S = 15.0  # a node's own cleanup (closing a bag) and its DDS entities' destruction
 
 # Sensors: the newest sample matters, a lost one is replaced 5 ms later (qos_profile_sensor_data).
 SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
@@ -272,7 +274,12 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
         print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        # Fast DDS 3.2 can deadlock destroying a writer while its peers leave (eProsima/Fast-DDS#6193,
+        # #6502), holding the GIL: only faulthandler's thread (C, no GIL) can end such a process,
+        # with status 1 and every thread's stack on stderr
+        faulthandler.dump_traceback_later(TEARDOWN_LIMIT_S, exit=True)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
     return 0

@@ -7,9 +7,13 @@ test) without touching the global rclpy context that node processes use.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import rclpy
 from rclpy.context import Context
@@ -19,6 +23,10 @@ from rclpy.parameter_client import AsyncParameterClient
 from rclpy.signals import SignalHandlerOptions
 
 from droil_ros.errors import DroilError
+
+# clients closed with ``leaving=True``: referenced until the process ends (freeing one destroys its
+# DDS entities, the step that can hang)
+LEFT_OPEN: list[GraphClient] = []
 
 
 class GraphClient:
@@ -88,8 +96,24 @@ class GraphClient:
         result = self.result(future, timeout, node_name).results[0]
         return result.successful, result.reason
 
-    def close(self) -> None:
+    def close(self, leaving: bool = False) -> None:
+        """Stop spinning and destroy the node. ``leaving``: the process ends next, through
+        ``exit_process``, and the node's DDS entities are left to the operating system: Fast DDS
+        3.2 can deadlock destroying a writer while its peers leave (eProsima/Fast-DDS#6193,
+        #6502), which kept a Ctrl-C'd ``droil demo`` alive for good."""
         self.executor.shutdown(timeout_sec=2.0)
         self.thread.join(timeout=2.0)
+        if leaving:
+            LEFT_OPEN.append(self)
+            return
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code`` without destroying the DDS entities of clients closed with
+    ``leaving=True`` (their peers see them leave when their lease ends)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
