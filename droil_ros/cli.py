@@ -217,7 +217,8 @@ def cmd_bench(args) -> int:
         robustness.run(args.robot, Path(args.out), quick=args.quick, n_seeds=args.seeds,
                        seed=args.seed, steps=args.steps, episodes=args.episodes, workers=args.workers,
                        learners=tuple(args.learner or robustness.LEARNERS),
-                       overrides=parse_overrides(args.set))
+                       overrides=parse_overrides(args.set), lr_decay=args.lr_decay,
+                       select_every=args.select_every, select_episodes=args.select_episodes)
         return 0
     if args.name in CLI_BENCHES:
         module = importlib.import_module(f"droil_ros.bench.{CLI_BENCHES[args.name]}")
@@ -453,6 +454,13 @@ def build_parser() -> Parser:
                        help="tune: which BE-DROIL sweep (droil_ros/bench/tune.py SWEEPS)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="robustness: be_droil config override, e.g. --set k_dual=5")
+    bench.add_argument("--lr-decay", type=float, default=1.0, metavar="RATE",
+                       help="robustness: every learner's policy lr x RATE every 10,000 steps (DRBC: 0.9)")
+    bench.add_argument("--select-every", type=non_negative_int, default=0, metavar="STEPS",
+                       help="robustness: also evaluate each seed's best-nominal checkpoint, scored every "
+                            "STEPS training steps (a multiple of 100); 0: the last checkpoint only")
+    bench.add_argument("--select-episodes", type=positive_int, default=5,
+                       help="robustness: unperturbed episodes per best-nominal score")
     bench.add_argument("--threads", type=positive_int, default=1,
                        help=THREADS_HELP + "; evaluation workers use 1 each")
     bench.add_argument("--thread-priority", type=non_negative_int, default=0,

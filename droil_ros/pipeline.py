@@ -15,6 +15,7 @@ import torch
 
 from droil_ros import algos
 from droil_ros.data.dataset import TransitionDataset, load_dataset
+from droil_ros.errors import DroilError
 from droil_ros.policy.export import export_onnx
 from droil_ros.robots.spec import RobotSpec
 
@@ -26,6 +27,49 @@ class TrainResult:
     steps: int
     seconds: float
     final: dict
+    best: dict | None = None  # BestNominal: {"policies", "steps", "returns"} per seed
+
+
+class BestNominal:
+    """DRBC's checkpoint selection (its ``save_model``): every ``every`` training steps each
+    seed's policy runs ``episodes`` episodes on the unperturbed robot, and the best mean return
+    so far is kept per seed. Episode seeds start at 2000 (DRBC's eval seed), apart from the
+    robustness grids' 1000..: the selection never sees an evaluation episode, nor a perturbation.
+    The kept policies live on the learner (``best_nominal``), so a checkpoint resumes them."""
+
+    SEED = 2000
+
+    def __init__(self, robot: RobotSpec, every: int, episodes: int = 5, task: str | None = None,
+                 seconds: float | None = None):
+        from droil_ros.sim.envs import make_env
+
+        if every < 1 or episodes < 1:
+            raise DroilError(f"best-nominal selection needs every >= 1 and episodes >= 1 "
+                             f"(got {every}, {episodes})")
+        self.env = make_env(robot, task)
+        self.every, self.episodes, self.seconds = every, episodes, seconds
+
+    def settings(self) -> dict:
+        return {"every": self.every, "episodes": self.episodes, "task": self.env.task.name,
+                "seconds": self.seconds}
+
+    @torch.no_grad()
+    def __call__(self, learner, last: bool = False) -> None:
+        from droil_ros.sim.rollout import run_episode
+
+        if learner.step % self.every and not last:
+            return
+        n = learner.n_seeds
+        kept = learner.__dict__.setdefault(
+            "best_nominal", {"returns": [-np.inf] * n, "steps": [0] * n, "modules": [None] * n})
+        for k, module in enumerate(learner.export_modules()):
+            def act(obs, module=module):
+                return module(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+
+            ret = float(np.mean([run_episode(self.env, act, self.SEED + e, self.seconds).ret
+                                 for e in range(self.episodes)]))
+            if ret > kept["returns"][k]:
+                kept["returns"][k], kept["steps"][k], kept["modules"][k] = ret, learner.step, module
 
     @property
     def steps_per_second(self) -> float:
@@ -44,14 +88,17 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
                      seed: int = 0, preset: str = "paper", overrides: dict | None = None,
                      progress: bool = True, log: bool = True,
                      callback: Callable[[dict], None] | None = None, reuse: bool = False,
-                     checkpoint_every: float = 600.0) -> TrainResult:
+                     checkpoint_every: float = 600.0, select: BestNominal | None = None) -> TrainResult:
     """Train ``algo`` on a dataset (several seeds batched) and export one ONNX file per seed.
 
     Every run leaves ``<out>.run.json``: what was trained (learner, its config, the learners' and
     exporter's code, data, robot, steps, seeds) and the result. With ``reuse``, a long benchmark
     stopped midway goes on where it was: a run whose record matches and whose ONNX files exist is
     not trained again, and a run cut short goes on from ``<out>.ckpt``, the whole learner saved
-    every ``checkpoint_every`` seconds of training under the same key (removed once exported)."""
+    every ``checkpoint_every`` seconds of training under the same key (removed once exported).
+
+    ``select``: also export each seed's best-nominal policy (``BestNominal``) as
+    ``<policy>.best.onnx``; the last one stays the main result."""
     if not isinstance(dataset, TransitionDataset):
         dataset = load_dataset(dataset)
     robot = robot or dataset.robot_spec()
@@ -62,31 +109,55 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
     log_path = out.with_suffix(".csv") if log else None
     paths = policy_paths(out, n_seeds, seed)
     record_path, checkpoint_path = out.with_suffix(".run.json"), out.with_suffix(".ckpt")
+    if select is not None and select.every % learner.config.log_every:
+        raise DroilError(f"best-nominal selection every {select.every} steps needs a multiple of "
+                         f"log_every ({learner.config.log_every})")
+    best_paths = [p.with_suffix(".best.onnx") for p in paths] if select else []
     key = _run_key(learner, algo, dataset, robot, steps, n_seeds, seed, preset)
-    if reuse and record_path.is_file() and all(p.is_file() for p in paths):
+    key["select"] = select.settings() if select else None
+    if reuse and record_path.is_file() and all(p.is_file() for p in paths + best_paths):
         record = json.loads(record_path.read_text())
         if record.get("key") == key:
             done = record["result"]
-            return TrainResult(paths, log_path, done["steps"], done["seconds"], done["final"])
+            return TrainResult(paths, log_path, done["steps"], done["seconds"], done["final"],
+                               done.get("best"))
     record_path.unlink(missing_ok=True)  # files half rewritten by a crashed run match no record
     resumed = _resume(checkpoint_path, key) if reuse else None
     learner = resumed or learner
     total = learner.config.steps if steps is None else steps
+
+    def on_row(row: dict) -> None:
+        if callback is not None:
+            callback(row)
+        if select is not None:
+            select(learner, last=learner.step == total)
+
     learner.fit(total - learner.step, progress=progress, log_path=log_path, desc=f"train {algo}",
-                callback=callback, resume=resumed is not None, checkpoint_every=checkpoint_every,
+                callback=on_row, resume=resumed is not None, checkpoint_every=checkpoint_every,
                 checkpoint=(lambda: _save_checkpoint(checkpoint_path, key, learner)) if reuse else None)
+    meta = {"learner": algo, "config": learner.config.to_dict(), "preset": preset,
+            "dataset_hash": dataset.hash, "dataset_size": len(dataset),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     for k, (module, path) in enumerate(zip(learner.export_modules(), paths, strict=True)):
-        export_onnx(module, path, robot, {
-            "learner": algo, "config": learner.config.to_dict(), "preset": preset,
-            "seed": seed + k, "dataset_hash": dataset.hash, "dataset_size": len(dataset),
-            "train_steps": learner.step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+        export_onnx(module, path, robot, {**meta, "seed": seed + k, "train_steps": learner.step})
+    best = None
+    if select is not None:
+        if not hasattr(learner, "best_nominal"):  # resumed at its last step: nothing scored yet
+            select(learner, last=True)
+        kept = learner.best_nominal
+        for k, path in enumerate(best_paths):
+            export_onnx(kept["modules"][k], path, robot, {
+                **meta, "seed": seed + k, "train_steps": kept["steps"][k],
+                "selected": {"by": "best nominal return", **select.settings(),
+                             "return": kept["returns"][k]}})
+        best = {"policies": [str(p) for p in best_paths], "steps": kept["steps"],
+                "returns": kept["returns"]}
     if log and hasattr(learner, "data_weights"):
         plot_weights(learner, out.with_suffix(".weights.png"))
     final = learner.history[-1] if learner.history else {}
-    result = TrainResult(paths, log_path, learner.step, learner.train_seconds, final)
+    result = TrainResult(paths, log_path, learner.step, learner.train_seconds, final, best)
     partial = record_path.with_suffix(".partial")
-    done = {"steps": result.steps, "seconds": result.seconds, "final": result.final}
+    done = {"steps": result.steps, "seconds": result.seconds, "final": result.final, "best": best}
     partial.write_text(json.dumps({"key": key, "result": done}, indent=2, default=float) + "\n")
     partial.replace(record_path)
     checkpoint_path.unlink(missing_ok=True)

@@ -38,3 +38,26 @@ def test_mean_ci_edge_cases_and_repeatability():
     assert mean_ci(values) == mean_ci(values)  # seeded: the same table on every run
     mean, low, high = mean_ci(values)
     assert low < mean < high and format_ci(mean, low, high, 1).startswith("3.8 [")
+
+
+def test_a_benchmark_evaluates_again_only_what_changed(tmp_path):
+    """Grid evaluations are kept per group (a learner's seeds) under the policies' hashes and the
+    grid: a benchmark stopped midway does not evaluate a finished group again."""
+    from dataclasses import replace
+
+    from droil_ros.bench.robustness import evaluate_groups
+    from droil_ros.eval.grid import load_grid
+    from droil_ros.robots import load_spec
+    from droil_ros.sim.lqr import LQRController
+
+    spec = load_spec("wheel_legged")
+    grid = load_grid("wheel_legged")
+    grid = replace(grid, seconds=0.2, perturbations=dict(list(grid.perturbations.items())[:2]))
+    groups = {"lqr": {"lqr_seed0": LQRController(spec)}}
+    first = evaluate_groups(groups, grid, 1, 1, tmp_path, spec.hash)
+    kept = tmp_path / "lqr.eval.json"
+    written = kept.stat().st_mtime_ns
+    assert evaluate_groups(groups, grid, 1, 1, tmp_path, spec.hash) == first
+    assert kept.stat().st_mtime_ns == written
+    again = evaluate_groups(groups, grid, 2, 1, tmp_path, spec.hash)  # other episodes: evaluated
+    assert kept.stat().st_mtime_ns != written and again["episodes"] == 2

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -223,3 +224,53 @@ def test_train_resume_skips_a_finished_run(lqr_dataset, tmp_path):
     again = run_droil(*args)
     assert again.returncode == 0, again.stderr
     assert out.stat().st_mtime_ns == written and again.stdout.splitlines()[0] == first.stdout.splitlines()[0]
+
+
+def test_the_policy_lr_decays_on_its_schedule(lqr_dataset):
+    from droil_ros import algos
+    from droil_ros.errors import DroilError
+
+    learner = algos.create("bc", lqr_dataset, lqr_dataset.robot_spec(), preset="fast", n_seeds=2,
+                           log_every=10, lr_decay=0.5, lr_decay_every=20)
+    rows = learner.fit(60, progress=False)
+    assert [row["lr"] for row in rows] == pytest.approx([3e-4, 1.5e-4, 1.5e-4, 7.5e-5, 7.5e-5, 3.75e-5])
+    with pytest.raises(DroilError, match="lr_decay"):
+        algos.create("bc", lqr_dataset, lqr_dataset.robot_spec(), preset="fast", lr_decay=0.0)
+    with pytest.raises(DroilError, match="choose one"):
+        algos.create("iql", lqr_dataset, lqr_dataset.robot_spec(), preset="fast", lr_decay=0.9)
+
+
+def test_best_nominal_selection_keeps_each_seeds_best_policy(lqr_dataset, tmp_path):
+    """DRBC's checkpoint selection: each seed's policy with the best nominal return at the
+    selection steps, exported beside the last one; the ONNX file gives back the return it was
+    selected for, and no step scored better."""
+    from droil_ros.errors import DroilError
+    from droil_ros.pipeline import BestNominal, train_and_export
+    from droil_ros.policy import OnnxPolicy
+    from droil_ros.sim.envs import make_env
+    from droil_ros.sim.rollout import run_episode
+
+    spec = lqr_dataset.robot_spec()
+    select = BestNominal(spec, every=50, episodes=2, seconds=0.5)
+    scores = []
+    result = train_and_export("bc", lqr_dataset, tmp_path / "bc.onnx", steps=150, n_seeds=2, preset="fast",
+                              progress=False, select=select,
+                              callback=lambda row: scores.append(row["step"]))
+    assert scores == [50, 100, 150]
+    best = result.best
+    assert [p.name for p in map(Path, best["policies"])] == ["bc_seed0.best.onnx", "bc_seed1.best.onnx"]
+    assert set(best["steps"]) <= {50, 100, 150}
+    env = make_env(spec)
+
+    def nominal(path):
+        policy = OnnxPolicy(path, spec)
+        return float(np.mean([run_episode(env, policy, BestNominal.SEED + e, 0.5).ret for e in range(2)]))
+
+    for k, path in enumerate(best["policies"]):
+        selected = OnnxPolicy(path, spec).metadata["selected"]
+        assert selected["return"] == best["returns"][k] and selected["every"] == 50
+        assert nominal(path) == pytest.approx(best["returns"][k], rel=1e-4)
+        assert best["returns"][k] >= nominal(result.policies[k]) - 1e-4 * abs(best["returns"][k])
+    with pytest.raises(DroilError, match="multiple of log_every"):
+        train_and_export("bc", lqr_dataset, tmp_path / "x.onnx", steps=10, preset="fast", progress=False,
+                         select=BestNominal(spec, every=30))

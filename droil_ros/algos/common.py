@@ -120,6 +120,10 @@ class LearnerConfig:
     lr: float = 3e-4
     hidden: tuple[int, ...] = (256, 256)
     log_every: int = 100
+    # the policy's learning rate is multiplied by lr_decay every lr_decay_every steps (DRBC's code:
+    # 0.9 every 10,000 steps, which leaves 7 % of it after 250k steps); 1.0: constant
+    lr_decay: float = 1.0
+    lr_decay_every: int = 10_000
 
     PRESETS = {"fast": dict(steps=300, hidden=(64, 64), log_every=50), "paper": {}}
 
@@ -150,6 +154,9 @@ class Learner:
         dataset.check_trainable(robot, need_rewards=self.needs_rewards)
         if n_seeds < 1:
             raise DroilError("n_seeds must be >= 1")
+        if not 0 < config.lr_decay <= 1 or config.lr_decay_every < 1:
+            raise DroilError(f"need 0 < lr_decay <= 1 and lr_decay_every >= 1 (got {config.lr_decay}, "
+                             f"{config.lr_decay_every})")
         self.config, self.robot, self.dataset = config, robot, dataset
         self.seeds = [seed + k for k in range(n_seeds)]
         obs = torch.as_tensor(dataset.observations)
@@ -234,10 +241,14 @@ class Learner:
             for i in bar:
                 metrics = self.update()
                 self.step += 1
+                if self.step % self.config.lr_decay_every == 0 and self.config.lr_decay != 1.0:
+                    for group in self.policy_opt.param_groups:  # kept in the optimiser: resumes
+                        group["lr"] *= self.config.lr_decay
                 self.train_seconds = seconds_before + time.perf_counter() - started
                 if self.step % self.config.log_every != 0 and i != steps - 1:
                     continue
                 row = {"step": self.step, "seconds": round(self.train_seconds, 3),
+                       "lr": self.policy_opt.param_groups[0]["lr"],
                        **{k: float(v) for k, v in metrics.items()}}
                 rows.append(row)
                 self.history.append(row)
@@ -248,8 +259,10 @@ class Learner:
                         writer.writeheader()
                     writer.writerow(row)
                     handle.flush()
-                if callback is not None:
+                if callback is not None:  # e.g. a checkpoint selection's rollouts: not training
+                    calling = time.perf_counter()
                     callback(row)
+                    seconds_before -= time.perf_counter() - calling
                 due = time.perf_counter() - last_checkpoint >= checkpoint_every
                 if checkpoint is not None and due and i < steps - 1:  # at the end the caller exports
                     saving = time.perf_counter()

@@ -83,6 +83,8 @@ class IQL(Learner):
             raise DroilError(f"polyak must be in (0, 1], not {config.polyak}")
         if config.temperature < 0 or config.adv_clip <= 0:
             raise DroilError("temperature must be >= 0 and adv_clip > 0")
+        if config.cosine_lr and config.lr_decay != 1.0:
+            raise DroilError("cosine_lr and lr_decay are two schedules of the actor: choose one")
         super().__init__(config, *args, **kwargs)
         obs_dim, act_dim = self.robot.obs_dim, self.robot.act_dim
         self.critic = twin_mlp([obs_dim + act_dim, *config.hidden, 1], self.seeds, salts=(10, 11))

@@ -26,11 +26,12 @@ from droil_ros.bench import (
 from droil_ros.data.collect import collect
 from droil_ros.data.dataset import load_dataset
 from droil_ros.eval.grid import SUMMARY_KEYS, evaluate, load_grid, plot
-from droil_ros.pipeline import train_and_export
+from droil_ros.pipeline import BestNominal, train_and_export
 from droil_ros.policy.runtime import OnnxPolicy
 from droil_ros.robots import load_spec
 
-LEARNERS = ("bc", "drbc", "be_droil", "be_droil_nu0")
+LEARNERS = ("bc", "drbc", "drbc_faithful", "be_droil", "be_droil_nu0")
+BEST = "@best"  # suffix of a learner's best-nominal checkpoints in the tables
 # wheel-legged demonstrations: 20 episodes of 2.5 s from random tilts = 10,000 transitions,
 # the 50 s at 200 Hz of the DMIL paper's real robot
 WHEEL_LEGGED_DATA = dict(episodes=20, seconds=2.5)
@@ -69,19 +70,58 @@ def aggregate(result: dict, learners: list[str], seeds: list[int]) -> dict:
         row["fall_rate"] = float(np.mean([e["fall_rate"] for n in names
                                           for sweep in result["results"][n].values() for e in sweep]))
         table[learner] = row
-    if "bc" in table:
-        for learner, row in table.items():
-            if learner != "bc" and None not in row["grid_averages"] + table["bc"]["grid_averages"]:
-                diffs = np.subtract(row["grid_averages"], table["bc"]["grid_averages"])
-                row["minus_bc"], *bounds = mean_ci(diffs)
-                row["minus_bc_ci"] = bounds
+    for learner, row in table.items():  # a best-nominal checkpoint against bc's best-nominal one
+        bc = table.get("bc" + BEST if learner.endswith(BEST) else "bc")
+        if bc is not None and bc is not row and None not in row["grid_averages"] + bc["grid_averages"]:
+            row["minus_bc"], *bounds = mean_ci(np.subtract(row["grid_averages"], bc["grid_averages"]))
+            row["minus_bc_ci"] = bounds
     return table
+
+
+def expert_controller(robot: str, spec):
+    """The demonstrator the data came from, evaluated on the same grid (its curve bounds what
+    imitating it can show): the committed RL expert, or the LQR."""
+    if robot == "wheel_legged":
+        from droil_ros.sim.lqr import LQRController
+
+        return LQRController(spec)
+    return OnnxPolicy(experts.expert_path(robot), spec)
+
+
+def evaluate_groups(groups: dict[str, dict], grid, episodes: int, workers: int, work: Path,
+                    robot_hash: str) -> dict:
+    """``evaluate`` group by group (a learner's seeds), each result kept in ``work/<group>.eval.json``
+    under a key (the policy files' hashes, grid, episodes, robot): a benchmark stopped midway
+    evaluates again only what it had not finished."""
+    merged = None
+    for group, policies in groups.items():
+        key = json.loads(json.dumps({"grid": grid.to_dict(), "episodes": episodes, "seed": 1000,
+                                     "robot_hash": robot_hash,
+                                     "policies": {name: getattr(p, "policy_id", type(p).__name__)
+                                                  for name, p in policies.items()}}))
+        path = work / f"{group}.eval.json"
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        if saved.get("key") == key:
+            part = saved["evaluation"]
+        else:
+            part = evaluate(policies, grid, episodes=episodes, seed=1000, workers=workers)
+            path.with_suffix(".partial").write_text(json.dumps({"key": key, "evaluation": part}) + "\n")
+            path.with_suffix(".partial").replace(path)
+        if merged is None:
+            merged = {**part, "results": {}, "summary": {}}
+        merged["results"].update(part["results"])
+        merged["summary"].update(part["summary"])
+    return merged
 
 
 def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: int = 0,
         steps: int | None = None, episodes: int | None = None, workers: int = 2,
-        learners: tuple[str, ...] = LEARNERS, overrides: dict | None = None) -> dict:
-    """``overrides`` apply to the be_droil learners (a configuration chosen by ``bench tune``)."""
+        learners: tuple[str, ...] = LEARNERS, overrides: dict | None = None, lr_decay: float = 1.0,
+        select_every: int = 0, select_episodes: int = 5) -> dict:
+    """``overrides`` apply to the be_droil learners (a configuration chosen by ``bench tune``);
+    ``lr_decay`` to every learner's policy (x rate every 10,000 steps, DRBC's 0.9). With
+    ``select_every``, each seed's best-nominal checkpoint (``pipeline.BestNominal``) is evaluated
+    beside its last one, as ``<learner>@best``."""
     started = time.time()
     tag = f"robustness_{robot}" + ("_quick" if quick else "")
     work = out_dir / tag
@@ -92,19 +132,27 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
     steps = steps or (3000 if quick else 20000)
     episodes = episodes or (3 if quick else grid.episodes)
 
-    training, policies = {}, {}
+    select = (BestNominal(spec, select_every, select_episodes, grid.task, grid.seconds)
+              if select_every else None)
+    training, groups = {}, {"expert": {f"expert_seed{seed}": expert_controller(robot, spec)}}
     for learner in learners:
         result = train_and_export(learner, dataset, work / f"{learner}.onnx", robot=spec,
-                                  steps=steps, n_seeds=n_seeds, seed=seed,
-                                  overrides=overrides if learner.startswith("be_droil") else None, reuse=True)
+                                  steps=steps, n_seeds=n_seeds, seed=seed, reuse=True, select=select,
+                                  overrides={**(overrides if learner.startswith("be_droil") else {}),
+                                             **({"lr_decay": lr_decay} if lr_decay != 1.0 else {})})
         training[learner] = {"steps": result.steps, "seconds": result.seconds,
                              "steps_per_second": result.steps_per_second, "final": result.final,
-                             "adversary": adversary_summary(result.log)}
-        for k, path in enumerate(result.policies):
-            policies[f"{learner}_seed{seed + k}"] = OnnxPolicy(path, spec)
-    evaluation = evaluate(policies, grid, episodes=episodes, seed=1000, workers=workers)
+                             "adversary": adversary_summary(result.log), "best": result.best}
+        groups[learner] = {f"{learner}_seed{seed + k}": OnnxPolicy(path, spec)
+                           for k, path in enumerate(result.policies)}
+        if result.best:
+            groups[learner + BEST] = {f"{learner}{BEST}_seed{seed + k}": OnnxPolicy(path, spec)
+                                      for k, path in enumerate(result.best["policies"])}
+    evaluation = evaluate_groups(groups, grid, episodes, workers, work, spec.hash)
     seeds = list(range(seed, seed + n_seeds))
-    table = aggregate(evaluation, list(learners), seeds)
+    table = aggregate(evaluation, [group for group in groups if group != "expert"], seeds)
+    # the demonstrator: one policy (no CI), in the tables beside the learners
+    table = {"expert": aggregate(evaluation, ["expert"], [seed])["expert"], **table}
     (work / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     plot(evaluation, work / "eval.png")
 
@@ -121,14 +169,17 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
         beyond = [f"{row['beyond_average']:.1f}"] if grid.beyond else []
         rows.append([learner, f"{row['nominal']:.1f}", *[f"{row[k]:.1f}" for k in labels], avg, diff,
                      held, *beyond, f"{row['fall_rate']:.2f}"])
-    speed = markdown_table(["learner", "steps", "seeds (batched)", "seconds", "steps/s"],
-                           [[k, v["steps"], n_seeds, f"{v['seconds']:.0f}", f"{v['steps_per_second']:.0f}"]
-                            for k, v in training.items()])
+    speed = markdown_table(
+        ["learner", "steps", "seeds (batched)", "seconds", "steps/s", "best-nominal step (seeds' mean)"],
+        [[k, v["steps"], n_seeds, f"{v['seconds']:.0f}", f"{v['steps_per_second']:.0f}",
+          f"{np.mean(v['best']['steps']):.0f}" if v["best"] else "-"] for k, v in training.items()])
     seconds = time.time() - started
     command = (f"droil bench robustness --robot {robot}" + (" --quick" if quick else "")
                + f" --steps {steps} --episodes {episodes} --seeds {n_seeds}"
                + "".join(f" --learner {k}" for k in learners if tuple(learners) != LEARNERS)
                + "".join(f" --set {k}={v}" for k, v in (overrides or {}).items())
+               + (f" --lr-decay {lr_decay:g}" if lr_decay != 1.0 else "")
+               + (f" --select-every {select_every} --select-episodes {select_episodes}" if select else "")
                + f" --out {out_dir}")
     markdown = (f"# Robustness on `{robot}`{' (quick)' if quick else ''}\n\n"
                 f"Expert data: {len(dataset)} transitions ({dataset.n_episodes} episodes). "
@@ -142,6 +193,11 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
                 f"CIs: bootstrap over the {n_seeds} training seeds (percentile, 95 %); `− bc`: the "
                 f"learner's grid average minus bc's, paired by seed (a CI that excludes 0 resolves "
                 f"the difference). "
+                f"Policy lr x{lr_decay:g} every 10,000 steps. "
+                + (f"`{BEST}`: each seed's best-nominal checkpoint, scored every {select_every} steps on "
+                   f"{select_episodes} unperturbed episodes (seeds 2000..; DRBC's selection); `− bc` pairs "
+                   f"it with bc{BEST}; the others are the last checkpoint. " if select else "")
+                + "`expert`: the demonstrator itself (one policy, no CI): claim nothing where it is below. "
                 f"Wall time {seconds / 60:.1f} min.\n\nReproduce: `{command}`\n\n"
                 + markdown_table(header, rows)
                 + f"\n![return vs magnitude]({tag}/eval.png)\n\n## Training\n\n" + speed
