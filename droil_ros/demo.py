@@ -33,7 +33,7 @@ import numpy as np
 from lifecycle_msgs.srv import GetState
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from tqdm import tqdm
 
@@ -44,10 +44,10 @@ from droil_ros.nodes.common import (
     COMMAND_QOS,
     LATCHED_QOS,
     SENSOR_WITNESS_QOS,
-    effort_from_msg,
     readings_from_msgs,
 )
 from droil_ros.nodes.graph import GraphClient
+from droil_ros.nodes.interface import RobotInterface
 from droil_ros.robots.spec import RobotSpec, load_spec, task_rewards
 
 LIFECYCLE_ACTIVE = 3  # lifecycle_msgs/State.PRIMARY_STATE_ACTIVE
@@ -95,14 +95,15 @@ class DemoClient(GraphClient):
         super().__init__(name="droil_demo")
 
     def setup(self) -> None:
-        node = self.node
+        node, ros = self.node, self.spec.ros
+        self.command = RobotInterface(self.spec).command
         node.create_subscription(ClockMsg, "/clock", self._on_clock, CLOCK_QOS)
-        # every state counts in a measured episode, also when this process lags
-        node.create_subscription(JointState, "/joint_states", lambda m: self._on_sensor("js", m),
+        # every state counts in a measured episode, also when this process lags; the spec's
+        # topics as written (the demo's nodes and this client are at the root namespace)
+        node.create_subscription(JointState, ros.state_topic, lambda m: self._on_sensor("js", m),
                                  SENSOR_WITNESS_QOS)
-        node.create_subscription(Imu, "/imu/data", lambda m: self._on_sensor("imu", m), SENSOR_WITNESS_QOS)
-        node.create_subscription(Float64MultiArray, "/effort_controller/commands", self._on_command,
-                                 COMMAND_QOS)
+        node.create_subscription(Imu, ros.imu_topic, lambda m: self._on_sensor("imu", m), SENSOR_WITNESS_QOS)
+        node.create_subscription(self.command.msg_type, ros.command_topic, self._on_command, COMMAND_QOS)
         node.create_subscription(String, "/policy/swap_status", self._on_swap, LATCHED_QOS)
         for service in ("/sim_bridge/reset", "/demo_recorder/start", "/demo_recorder/stop"):
             self.client(Trigger, service)  # before the nodes start: their first answer reaches us
@@ -111,13 +112,13 @@ class DemoClient(GraphClient):
     def _on_clock(self, msg: ClockMsg) -> None:
         self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
+    def _on_command(self, msg) -> None:
         try:
-            effort = effort_from_msg(msg, self.spec)
+            command = self.command.decode(msg)
         except ValueError:
             return
         with self.lock:
-            self.action = self.spec.command_to_action(effort)
+            self.action = self.spec.command_to_action(command)
 
     def _on_swap(self, msg: String) -> None:
         with self.lock:
@@ -242,9 +243,6 @@ def node(executable: str, **parameters) -> BringupNode:
     return BringupNode(executable, parameters)
 
 
-RECORDED = ("/joint_states", "/imu/data", "/effort_controller/commands")
-
-
 def record(cfg: DemoConfig, spec: RobotSpec, client: DemoClient, group: NodeGroup, run: Path) -> Path:
     """Stage 1: LQR demonstrations in lockstep into a bag; returns the bag's path.
 
@@ -253,10 +251,12 @@ def record(cfg: DemoConfig, spec: RobotSpec, client: DemoClient, group: NodeGrou
     answers), then a reset starts the first demonstration; ``dataset`` drops the warm-up."""
     group.start(node("demo_recorder", robot=spec.id, output_dir=str(run / "bags"), flush_period=0.5))
     group.start(node("lqr_expert", robot=spec.id, task=cfg.task, use_sim_time=True))
-    client.wait_for_subscribers("/joint_states", {"demo_recorder", "lqr_expert"})
+    ros = spec.ros
+    recorded = ["/" + topic.lstrip("/") for topic in (ros.state_topic, ros.imu_topic, ros.command_topic)]
+    client.wait_for_subscribers(recorded[0], {"demo_recorder", "lqr_expert"})
     bag = Path(client.trigger("/demo_recorder/start").removeprefix("recording to "))
     group.start(node("sim_bridge", robot=spec.id, task=cfg.task, mode="lockstep", seed=cfg.seed))
-    if not client.wait_for(lambda: all(bag_counts(bag).get(t, 0) > 0 for t in RECORDED), STARTUP_TIMEOUT):
+    if not client.wait_for(lambda: all(bag_counts(bag).get(t, 0) > 0 for t in recorded), STARTUP_TIMEOUT):
         raise DroilError(f"the recorder heard only {sorted(bag_counts(bag))} within {STARTUP_TIMEOUT:g} s "
                          f"(see the node logs)")
     client.trigger("/sim_bridge/reset")

@@ -28,7 +28,6 @@ from droil_ros.nodes.common import (
     LATCHED_QOS,
     SENSOR_WITNESS_QOS,
     command_msg,
-    effort_from_msg,
     imu_msg,
     joint_state_msg,
     readings_from_msgs,
@@ -84,10 +83,6 @@ def test_messages_carry_the_readings_the_spec_reads():
     back = readings_from_msgs(joint_state_msg(readings, stamp), imu_msg(readings, stamp, "imu_link"))
     np.testing.assert_array_equal(SPEC.build_observation(back), SPEC.build_observation(readings))
     assert SPEC.build_observation(back)[THETA] == pytest.approx(0.2)
-    assert list(effort_from_msg(command_msg([0.5, -0.5]), SPEC)) == [0.5, -0.5]
-    for bad in ([0.5], [0.5, float("nan")]):
-        with pytest.raises(ValueError):
-            effort_from_msg(command_msg(bad), SPEC)
 
 
 def test_lqr_stands_in_lockstep_for_10_sim_seconds(launch, probe):

@@ -198,17 +198,6 @@ def command_msg(effort: np.ndarray) -> Float64MultiArray:
     return Float64MultiArray(data=array("d", np.asarray(effort, dtype=np.float64)))
 
 
-def effort_from_msg(msg: Float64MultiArray, spec: RobotSpec) -> np.ndarray:
-    """The effort vector of a command; ValueError (with the reason) when it cannot be applied."""
-    effort = np.array(msg.data, dtype=np.float64)
-    if effort.shape != (len(spec.actuators),):
-        raise ValueError(f"command has {effort.size} values, expected {len(spec.actuators)} "
-                         f"({', '.join(spec.actuators)})")
-    if not np.all(np.isfinite(effort)):
-        raise ValueError("command contains NaN or Inf")
-    return effort
-
-
 def reject_undeclared_parameters(node: Node) -> None:
     """DroilError naming parameters given to the node that it does not declare: a typo
     (``-p enabeld:=false``, ``lqr_expert.enabeld:=false`` in a bringup) must not pass unnoticed.
