@@ -62,9 +62,10 @@ class BestNominal:
         n = learner.n_seeds
         kept = learner.__dict__.setdefault(
             "best_nominal", {"returns": [-np.inf] * n, "steps": [0] * n, "modules": [None] * n})
+        seen = [self.env.robot.obs_names.index(n) for n in learner.robot.obs_names]  # a task's subset
         for k, module in enumerate(learner.export_modules()):
             def act(obs, module=module):
-                return module(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+                return module(torch.as_tensor(obs[seen], dtype=torch.float32)[None])[0].numpy()
 
             ret = float(np.mean([run_episode(self.env, act, self.SEED + e, self.seconds).ret
                                  for e in range(self.episodes)]))
@@ -101,7 +102,7 @@ def train_and_export(algo: str, dataset: TransitionDataset | str | Path, out: st
     ``<policy>.best.onnx``; the last one stays the main result."""
     if not isinstance(dataset, TransitionDataset):
         dataset = load_dataset(dataset)
-    robot = robot or dataset.robot_spec()
+    robot = dataset.spec_for(robot) if robot else dataset.robot_spec()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     learner = algos.create(algo, dataset, robot, preset=preset, seed=seed, n_seeds=n_seeds,

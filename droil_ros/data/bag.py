@@ -786,11 +786,12 @@ def dataset_from_bag(bag_path: str | Path | list, robot: RobotSpec, task: str | 
                      marker_topic: str | None = "/sim_bridge/fallen", pairing: str | None = None,
                      resume_after: float = 1.0, hold_max_age: float | None = None) -> TransitionDataset:
     """A transition dataset from a rosbag2 bag, or the bags of one session (rules in the module
-    docstring); BagError (a DatasetError, one line) when a bag is missing, unreadable or has no
-    transition."""
-    return read_bag_transitions(bag_path, robot, task, joint_topic, imu_topic, command_topic,
-                                reset_gap, marker_topic, pairing, resume_after,
-                                hold_max_age).to_dataset(robot)
+    docstring), seen as the task's policy sees it (its ``observation``); BagError (a DatasetError,
+    one line) when a bag is missing, unreadable or has no transition."""
+    dataset = read_bag_transitions(bag_path, robot, task, joint_topic, imu_topic, command_topic,
+                                   reset_gap, marker_topic, pairing, resume_after,
+                                   hold_max_age).to_dataset(robot)
+    return dataset.observe(robot.task_spec(task or next(iter(robot.tasks))))
 
 
 # --------------------------------------------------------------------------------------------

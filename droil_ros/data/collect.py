@@ -95,4 +95,5 @@ def collect(robot: str, expert: str, episodes: int, seed: int = 0, perturb=None,
                 break
     who = f" demonstrators={demonstrators}" if expert == "human" else ""
     source = f"collect expert={expert}{who} episodes={episodes} seed={seed} perturb={env.perturbation}"
-    return TransitionDataset.from_arrays(env.robot, source, **rows).with_tags(domain, quality)
+    data = TransitionDataset.from_arrays(env.robot, source, **rows).with_tags(domain, quality)
+    return data.observe(env.robot.task_spec(env.task.name))  # the expert saw all; the task's policy sees this

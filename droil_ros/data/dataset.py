@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from droil_ros.errors import DroilError
+from droil_ros.errors import DroilError, SpecError
 from droil_ros.robots.spec import RobotSpec, load_spec, parse_spec
 
 FORMAT = "droil-transitions"
@@ -131,13 +131,38 @@ class TransitionDataset:
         anywhere), else, for files older than that, the spec of its id on the search path."""
         text = self.meta.get("robot_spec")
         if not text:
-            return load_spec(self.robot_id)
+            return self.spec_for(load_spec(self.robot_id))
         where = f"spec of robot '{self.robot_id}' in the dataset"
         spec = parse_spec(text, Path(self.meta.get("robot_spec_file", "")), where, check_model=False)
         if spec.id != self.robot_id or spec.hash != self.meta.get("robot_hash"):
             raise DatasetError(f"the dataset's spec is robot '{spec.id}' hash {spec.hash}, its meta says "
                                f"'{self.robot_id}' hash {self.meta.get('robot_hash')}: the file was edited")
-        return spec
+        return self.spec_for(spec)
+
+    def spec_for(self, robot: RobotSpec) -> RobotSpec:
+        """``robot`` as this dataset observes it: a task's subset of its observation (the names
+        the dataset carries), or the whole; a one-line DatasetError for names it does not have."""
+        names = self.meta.get("obs_names")
+        if not names or names == robot.obs_names or not robot.observation:
+            return robot
+        try:
+            return robot.with_observation(names)
+        except SpecError as exc:
+            raise DatasetError(str(exc)) from None
+
+    def observe(self, robot: RobotSpec) -> TransitionDataset:
+        """The same transitions seen through ``robot``'s observation (``RobotSpec.task_spec``):
+        the columns of its names, in its order."""
+        have = self.meta["obs_names"]
+        if robot.obs_names == have:
+            return self
+        missing = [n for n in robot.obs_names if n not in have]
+        if missing:
+            raise DatasetError(f"dataset has no observation {missing} (it has {have})")
+        columns = [have.index(n) for n in robot.obs_names]
+        return replace(self, observations=self.observations[:, columns],
+                       next_observations=self.next_observations[:, columns],
+                       meta=dict(self.meta, obs_names=robot.obs_names))
 
     def check_robot(self, robot: RobotSpec) -> None:
         """The dataset must come from this robot: id, dims, names and spec version agree."""

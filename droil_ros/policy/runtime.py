@@ -51,6 +51,7 @@ class OnnxPolicy:
         names the policy, so what runs is what was checked even if the file changes meanwhile."""
         self._path = Path(path)
         self._robot = robot
+        self._seen: np.ndarray | None = None  # the policy's observation within the robot's, if a subset
         if data is None:
             data = self._read()
         self._policy_id = f"{self._path.stem}-{hashlib.sha256(data).hexdigest()[:8]}"
@@ -80,7 +81,7 @@ class OnnxPolicy:
         self._input = self._session.get_inputs()[0].name
         self._outputs = [self._session.get_outputs()[0].name]
         # one observation per call (a control loop): buffers bound to the session once
-        self._one_in = np.zeros((1, self.obs_dim), np.float32)
+        self._one_in = np.zeros((1, len(self._obs_names)), np.float32)
         self._one_out = np.zeros((1, self.act_dim), np.float32)
         self._binding = self._session.io_binding()
         self._binding.bind_cpu_input(self._input, self._one_in)
@@ -102,20 +103,27 @@ class OnnxPolicy:
         if len(inputs) != 1 or len(outputs) != 1:
             raise PolicyError(f"{self._path}: expected one input and one output, "
                               f"model has {len(inputs)} and {len(outputs)}")
-        for arg, dim in ((inputs[0], self.obs_dim), (outputs[0], self.act_dim)):
+        for arg, dim in ((inputs[0], len(self._obs_names)), (outputs[0], self.act_dim)):
             if arg.type != "tensor(float)" or len(arg.shape) != 2 or arg.shape[1] != dim:
                 raise PolicyError(f"{self._path}: model {arg.name} is {arg.type} {arg.shape}, "
                                   f"metadata says float (batch, {dim})")
 
     def validate_against(self, robot: RobotSpec) -> None:
-        """Raise PolicyError unless this policy was trained for exactly this robot spec.
+        """Raise PolicyError unless this policy was trained for exactly this robot spec. A policy
+        of a task that sees a subset of the observation (``RobotSpec.task_spec``) then takes the
+        robot's whole observation and picks its elements by name.
 
         Names are compared before the hash because they say *what* changed; the hash then
         catches everything else (limits, scales, model) that names cannot show.
         """
         if self._robot_id != robot.id:
             raise PolicyError(f"{self._path}: policy is for robot '{self._robot_id}', this is '{robot.id}'")
-        for what, ours, theirs in (("observation", self._obs_names, robot.obs_names),
+        whole = list(robot.obs_names)
+        if self._obs_names != whole and set(self._obs_names) <= set(whole):
+            self._seen = np.array([whole.index(n) for n in self._obs_names])
+            self._called_with = len(whole)
+            whole = self._obs_names
+        for what, ours, theirs in (("observation", self._obs_names, whole),
                                    ("action", self._action_names, robot.action_names)):
             if ours != list(theirs):
                 raise PolicyError(f"{self._path}: {what} names differ from robot spec '{robot.id}' "
@@ -140,10 +148,10 @@ class OnnxPolicy:
         """``self(obs)`` for one observation of shape (obs_dim,), the control loop's call: the
         session runs on buffers bound to it once (ONNX Runtime's IOBinding), so nothing is
         allocated but the returned action. One caller at a time per policy."""
-        if np.shape(obs) != self._one_in.shape[1:]:
+        if np.shape(obs) != (self.obs_dim,):
             raise PolicyError(f"{self._path}: observation has shape {np.shape(obs)}, policy expects "
                               f"({self.obs_dim},)")
-        self._one_in[0] = obs
+        self._one_in[0] = obs if self._seen is None else obs[self._seen]
         self._session.run_with_iobinding(self._binding)
         action = self._one_out[0].astype(np.float64)
         if not np.isfinite(action).all():
@@ -156,11 +164,13 @@ class OnnxPolicy:
         """The model's output as it is (float64, shape (B, act_dim)): no clipping, NaN kept."""
         x = np.asarray(obs, dtype=np.float32)
         single = x.ndim == 1
-        if x.ndim not in (1, 2) or x.shape[-1] != len(self._obs_names):
+        if x.ndim not in (1, 2) or x.shape[-1] != self.obs_dim:
             raise PolicyError(f"{self._path}: observation has shape {x.shape}, policy expects "
                               f"({self.obs_dim},) or (batch, {self.obs_dim})")
         if single:
             x = x.reshape(1, -1)
+        if self._seen is not None:
+            x = x[:, self._seen]
         return self._session.run(self._outputs, {self._input: np.ascontiguousarray(x)})[0].astype(np.float64)
 
     def __reduce__(self):
@@ -182,7 +192,8 @@ class OnnxPolicy:
 
     @property
     def obs_dim(self) -> int:
-        return len(self._obs_names)
+        """The length of the observation it is called with (the robot's, when it picks a subset)."""
+        return len(self._obs_names) if self._seen is None else self._called_with
 
     @property
     def act_dim(self) -> int:

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -134,6 +134,7 @@ class Task:
     v_ref: float = 0.0
     init_tilt: float = 0.0
     fall_tilt: float = math.inf
+    observation: tuple[str, ...] = ()  # what a policy for this task sees; (): all of it
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,26 @@ class RobotSpec:
         if name not in self.tasks:
             raise SpecError(f"robot '{self.id}' has no task '{name}' (tasks: {', '.join(self.tasks)})")
         return self.tasks[name]
+
+    def with_observation(self, names) -> RobotSpec:
+        """This robot observed through ``names``, a subset of its observation in any order (a task
+        that must not see some elements: driving without the position x). Same id and hash: data
+        and policies made with it carry these names, and a policy picks them by name from the
+        whole observation the simulator and the nodes build."""
+        names = list(names)
+        if names == self.obs_names:
+            return self
+        by_name = {e.name: e for e in self.observation}
+        unknown = [n for n in names if n not in by_name]
+        if unknown or not names or len(set(names)) != len(names):
+            raise SpecError(f"robot '{self.id}': observation {names} is not a subset of its observation "
+                            f"{self.obs_names}")
+        return replace(self, observation=tuple(by_name[n] for n in names))
+
+    def task_spec(self, name: str) -> RobotSpec:
+        """The robot as a policy for task ``name`` observes it (the task's ``observation``)."""
+        task = self.task(name)
+        return self.with_observation(task.observation) if task.observation else self
 
     def clip_action(self, action: np.ndarray) -> np.ndarray:
         """Clip to limits; NaN/Inf become 0 (the safe action) so a command is always finite."""
@@ -440,9 +461,13 @@ def _parse_tasks(raw: dict, where: str) -> dict[str, Task]:
         elif reward != "gymnasium":
             raise SpecError(f"{where}: task '{name}': reward must be a mapping or 'gymnasium'")
         seconds = float(_require(t, "seconds", f"{where}: task '{name}'"))
+        observation = t.get("observation") or ()
+        if not isinstance(observation, list | tuple) or not all(isinstance(n, str) for n in observation):
+            raise SpecError(f"{where}: task '{name}': observation must be a list of observation names")
         tasks[name] = Task(
             name=name, seconds=seconds, reward=reward, v_ref=float(t.get("v_ref", 0.0)),
             init_tilt=float(t.get("init_tilt", 0.0)), fall_tilt=float(t.get("fall_tilt", math.inf)),
+            observation=tuple(observation),
         )
     return tasks
 
@@ -612,7 +637,7 @@ def _parse_spec(raw: dict, path: Path, where: str, text: str, check_model: bool)
     if not rate > 0:
         raise SpecError(f"{where}: control_rate_hz must be positive")
     canonical = json.dumps(raw, sort_keys=True, default=str).encode()
-    return RobotSpec(
+    spec = RobotSpec(
         id=spec_id,
         description=str(raw.get("description", "")).strip(),
         control_rate_hz=rate,
@@ -632,3 +657,9 @@ def _parse_spec(raw: dict, path: Path, where: str, text: str, check_model: bool)
         ros=_parse_ros(raw.get("ros"), where),
         text=text,
     )
+    for name in spec.tasks:
+        try:
+            spec.task_spec(name)
+        except SpecError as exc:
+            raise SpecError(f"{where}: task '{name}': {exc}") from None
+    return spec
