@@ -138,7 +138,7 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
     for learner in learners:
         result = train_and_export(learner, dataset, work / f"{learner}.onnx", robot=spec,
                                   steps=steps, n_seeds=n_seeds, seed=seed, reuse=True, select=select,
-                                  overrides={**(overrides if learner.startswith("be_droil") else {}),
+                                  overrides={**(overrides or {} if learner.startswith("be_droil") else {}),
                                              **({"lr_decay": lr_decay} if lr_decay != 1.0 else {})})
         training[learner] = {"steps": result.steps, "seconds": result.seconds,
                              "steps_per_second": result.steps_per_second, "final": result.final,
