@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from droil_ros.nodes.graph import GraphClient
@@ -109,6 +110,12 @@ class ProbeNode(GraphClient):
         """(monotonic arrival time, message) of each message received since ``since``."""
         with self.lock:
             return [(t, m) for t, m in self.messages[topic] if t >= since]
+
+    def publish_times(self, topic, since: float = 0.0) -> np.ndarray:
+        """When the publisher sent each message received since ``since`` (system clock, s)."""
+        with self.lock:
+            return np.array([p for (t, _), p in zip(self.messages[topic], self.published[topic], strict=True)
+                             if t >= since])
 
     def received(self, topic: str, since: float = 0.0) -> list:
         return [m for _, m in self.timed(topic, since)]

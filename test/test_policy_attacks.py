@@ -240,7 +240,7 @@ class TestPolicyFiles:
         """Before, a 1 GiB file stalled every command while ONNX Runtime built it, a Loop that never
         ends took the loader for ever, a slow or NaN policy was accepted and acted, a policy that
         allocates 1 GiB per inference ran in the node."""
-        since = time.monotonic()
+        since, asked = time.monotonic(), time.time()
         ok, why = victim.set_policy_path(files[case])
         assert ok, why  # exists under policy_dir: the verdict comes on ~/swap_status
         outcome = victim.swap_outcome(since, str(files[case]))
@@ -248,6 +248,11 @@ class TestPolicyFiles:
         assert outcome["policy_id"].startswith("good-")
         _still_acting(victim, since)
         assert victim.diagnostics()["policy_id"].startswith("good-")
+        if case == "hang":  # VET_TIMEOUT s of loading: a loop that waited for it would send nothing
+            answered = victim.publish_times("/policy/swap_status", since)[0]
+            sent = victim.publish_times("effort_controller/commands", since)
+            during = np.count_nonzero((sent > asked) & (sent < answered - 1.0))
+            assert during > (answered - 1.0 - asked) / SPEC.control_dt / 10, (during, answered - asked)
 
 
     def test_announcements_pin_the_file_hash_and_auto_swap_is_read_only(self, victim, files):
