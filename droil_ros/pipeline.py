@@ -29,6 +29,10 @@ class TrainResult:
     final: dict
     best: dict | None = None  # BestNominal: {"policies", "steps", "returns"} per seed
 
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else float("nan")
+
 
 class BestNominal:
     """DRBC's checkpoint selection (its ``save_model``): every ``every`` training steps each
@@ -62,7 +66,7 @@ class BestNominal:
         n = learner.n_seeds
         kept = learner.__dict__.setdefault(
             "best_nominal", {"returns": [-np.inf] * n, "steps": [0] * n, "modules": [None] * n})
-        seen = [self.env.robot.obs_names.index(n) for n in learner.robot.obs_names]  # a task's subset
+        seen = [self.env.robot.obs_names.index(name) for name in learner.robot.obs_names]  # a task's subset
         for k, module in enumerate(learner.export_modules()):
             def act(obs, module=module):
                 return module(torch.as_tensor(obs[seen], dtype=torch.float32)[None])[0].numpy()
@@ -71,10 +75,6 @@ class BestNominal:
                                  for e in range(self.episodes)]))
             if ret > kept["returns"][k]:
                 kept["returns"][k], kept["steps"][k], kept["modules"][k] = ret, learner.step, module
-
-    @property
-    def steps_per_second(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else float("nan")
 
 
 def policy_paths(out: Path, n_seeds: int, seed: int) -> list[Path]:

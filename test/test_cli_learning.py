@@ -40,7 +40,7 @@ def test_train_exports_one_policy_per_seed_with_a_csv_log(trained):
         assert meta["learner"] == "bc" and json.loads(meta["seed"]) == seed
         assert meta["dataset_hash"] == load_dataset(trained / "lqr.npz").hash
     rows = (trained / "bc.csv").read_text().splitlines()
-    assert rows[0].startswith("step,seconds,loss") and len(rows) == 1 + 3
+    assert rows[0].startswith("step,seconds,lr,loss") and len(rows) == 1 + 3
 
 
 def test_eval_writes_json_and_plot(trained, tmp_path):
