@@ -263,7 +263,8 @@ def _summary(results: dict, heldout: tuple[str, ...], beyond: tuple[str, ...] = 
 def plot(result: dict, out_png: str | Path) -> Path:
     """Mean return vs x with a ±1 std band: one subplot per perturbation, one line per policy.
     Policies named ``<learner>_seed<k>`` share their learner's colour and differ by line style,
-    so a benchmark's 12 lines stay readable.
+    so a benchmark's 12 lines stay readable; where a learner has more than four seeds, its
+    seeds become one line (the mean over seeds, the band their std).
 
     Uses matplotlib's object API (rendered by Agg), so no global backend or display is touched.
     """
@@ -271,6 +272,11 @@ def plot(result: dict, out_png: str | Path) -> Path:
 
     sweeps, heldout = result["grid"]["perturbations"], set(result["grid"]["heldout"])
     learners = [re.sub(r"_seed\d+$", "", policy) for policy in result["results"]]
+    band = f"mean ± std over {result['episodes']} episodes"
+    if max(learners.count(learner) for learner in learners) > 4:
+        result = {**result, "results": _over_seeds(result["results"], learners)}
+        learners = list(result["results"])
+        band = f"mean over training seeds ± their std, each over {result['episodes']} episodes"
     colours = {learner: f"C{i % 10}" for i, learner in enumerate(dict.fromkeys(learners))}
     styles = [("-", "--", ":", "-.")[learners[:k].count(learner) % 4]
               for k, learner in enumerate(learners)]
@@ -292,12 +298,25 @@ def plot(result: dict, out_png: str | Path) -> Path:
     for ax in axes[len(sweeps):]:
         ax.set_visible(False)
     axes[0].legend(fontsize="small")
-    fig.suptitle(f"{result['robot']} / {result['task']}: return (mean ± std over "
-                 f"{result['episodes']} episodes, seeds from {result['seed']})")
+    fig.suptitle(f"{result['robot']} / {result['task']}: return ({band}, episode seeds from "
+                 f"{result['seed']})")
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
+
+
+def _over_seeds(results: dict, learners: list[str]) -> dict:
+    """Per learner and magnitude: the mean over its seeds of their mean returns, and their std."""
+    grouped = {}
+    for learner in dict.fromkeys(learners):
+        seeds = [per for per, name in zip(results.values(), learners, strict=True) if name == learner]
+        grouped[learner] = {}
+        for sweep, points in seeds[0].items():
+            means = np.array([[p["mean"] for p in per[sweep]] for per in seeds])  # (seeds, magnitudes)
+            grouped[learner][sweep] = [{"x": p["x"], "mean": float(m), "std": float(d)}
+                                       for p, m, d in zip(points, means.mean(0), means.std(0), strict=True)]
+    return grouped
 
 
 def summary_table(result: dict) -> str:
