@@ -32,6 +32,7 @@ from droil_ros.robots import load_spec
 
 LEARNERS = ("bc", "drbc", "drbc_faithful", "be_droil", "be_droil_nu0")
 BEST = "@best"  # suffix of a learner's best-nominal checkpoints in the tables
+EVAL_SEED = 1000  # the grid's episodes: seeds 1000.. (best-nominal selection uses 2000..)
 # wheel-legged demonstrations: 20 episodes of 2.5 s from random tilts = 10,000 transitions,
 # the 50 s at 200 Hz of the DMIL paper's real robot
 WHEEL_LEGGED_DATA = dict(episodes=20, seconds=2.5)
@@ -95,7 +96,7 @@ def evaluate_groups(groups: dict[str, dict], grid, episodes: int, workers: int, 
     evaluates again only what it had not finished."""
     merged = None
     for group, policies in groups.items():
-        key = json.loads(json.dumps({"grid": grid.to_dict(), "episodes": episodes, "seed": 1000,
+        key = json.loads(json.dumps({"grid": grid.to_dict(), "episodes": episodes, "seed": EVAL_SEED,
                                      "robot_hash": robot_hash,
                                      "policies": {name: getattr(p, "policy_id", type(p).__name__)
                                                   for name, p in policies.items()}}))
@@ -104,9 +105,10 @@ def evaluate_groups(groups: dict[str, dict], grid, episodes: int, workers: int, 
         if saved.get("key") == key:
             part = saved["evaluation"]
         else:
-            part = evaluate(policies, grid, episodes=episodes, seed=1000, workers=workers)
-            path.with_suffix(".partial").write_text(json.dumps({"key": key, "evaluation": part}) + "\n")
-            path.with_suffix(".partial").replace(path)
+            part = evaluate(policies, grid, episodes=episodes, seed=EVAL_SEED, workers=workers)
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps({"key": key, "evaluation": part}) + "\n")
+            partial.replace(path)
         if merged is None:
             merged = {**part, "results": {}, "summary": {}}
         merged["results"].update(part["results"])
@@ -185,7 +187,7 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
                 f"Expert data: {len(dataset)} transitions ({dataset.n_episodes} episodes). "
                 f"Learners trained {steps} steps, batch 256, seeds {seeds} (batched), preset `paper`. "
                 f"Evaluation: grid `config/grids/{robot}.yaml`, {episodes} episodes per magnitude, "
-                f"seeds 1000.., task `{grid.task}`"
+                f"seeds {EVAL_SEED}.., task `{grid.task}`"
                 f"{'' if grid.seconds is None else f', {grid.seconds:g} s episodes'}. "
                 f"Cells: mean return over magnitudes and seeds; `nominal` is the first magnitude of "
                 f"the first perturbation. Held-out perturbations were not used for tuning; those marked "
