@@ -251,8 +251,10 @@ def record(cfg: DemoConfig, spec: RobotSpec, client: DemoClient, group: NodeGrou
     answers), then a reset starts the first demonstration; ``dataset`` drops the warm-up."""
     group.start(node("demo_recorder", robot=spec.id, output_dir=str(run / "bags"), flush_period=0.5))
     group.start(node("lqr_expert", robot=spec.id, task=cfg.task, use_sim_time=True))
+    from droil_ros.data.bag import bag_topic
+
     ros = spec.ros
-    recorded = ["/" + topic.lstrip("/") for topic in (ros.state_topic, ros.imu_topic, ros.command_topic)]
+    recorded = [bag_topic(topic) for topic in (ros.state_topic, ros.imu_topic, ros.command_topic)]
     client.wait_for_subscribers(recorded[0], {"demo_recorder", "lqr_expert"})
     bag = Path(client.trigger("/demo_recorder/start").removeprefix("recording to "))
     group.start(node("sim_bridge", robot=spec.id, task=cfg.task, mode="lockstep", seed=cfg.seed))

@@ -371,7 +371,8 @@ def _chunk_records(body: bytes) -> bytes:
 # bag -> transitions
 
 
-def _topic(name: str) -> str:
+def bag_topic(name: str) -> str:
+    """A spec's topic as a bag records it: a relative name resolves at the root."""
     return name if name.startswith("/") else "/" + name
 
 
@@ -445,13 +446,13 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
     if not robot.uses_sensor_observation:
         raise BagError(f"robot '{robot.id}' observes through Gymnasium; bags carry JointState + Imu")
     the_task = robot.task(task or next(iter(robot.tasks)))
-    joint_topic, imu_topic, command_topic = map(_topic, (joint_topic or robot.ros.state_topic,
-                                                         imu_topic or robot.ros.imu_topic,
-                                                         command_topic or robot.ros.command_topic))
+    joint_topic, imu_topic, command_topic = map(bag_topic, (joint_topic or robot.ros.state_topic,
+                                                            imu_topic or robot.ros.imu_topic,
+                                                            command_topic or robot.ros.command_topic))
     pairing = pairing or robot.ros.pairing
     if pairing not in PAIRINGS:
         raise BagError(f"pairing must be one of {', '.join(PAIRINGS)}, got '{pairing}'")
-    marker_topic = _topic(marker_topic) if marker_topic else None
+    marker_topic = bag_topic(marker_topic) if marker_topic else None
     dt_ns = 1e9 * robot.control_dt
     reset_gap_ns = 5 * dt_ns if reset_gap is None else 1e9 * reset_gap
     if not reset_gap_ns > 0:
@@ -465,7 +466,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
     uses_imu = robot.uses_imu
     extra = robot.topic_inputs
     required = [(joint_topic, JOINT_STATE), *([(imu_topic, IMU)] if uses_imu else []),
-                (command_topic, robot.ros.command_type), *((_topic(t), m) for t, m in extra.items())]
+                (command_topic, robot.ros.command_type), *((bag_topic(t), m) for t, m in extra.items())]
     wanted = {t for t, _ in required} | ({marker_topic} if marker_topic else set())
     bag = _read_bags(paths, wanted)
     recorded_for = bag.custom.get("droil_robot") if isinstance(bag.custom, dict) else None
@@ -525,7 +526,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
         commands.append((order, robot.command_to_action(values)))
     markers = sorted(order for order, m in decoded(marker_topic, MARKER) if not m.data) \
         if marker_topic else []
-    extras = {topic: list(decoded(_topic(topic), msgtype)) for topic, msgtype in extra.items()}
+    extras = {topic: list(decoded(bag_topic(topic), msgtype)) for topic, msgtype in extra.items()}
     for topic, usable in ((joint_topic, joints), (imu_topic, imus or not uses_imu),
                           (command_topic, any(c[1] is not None for c in commands)),
                           *extras.items()):
