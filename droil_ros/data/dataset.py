@@ -143,7 +143,7 @@ class TransitionDataset:
         """``robot`` as this dataset observes it: a task's subset of its observation (the names
         the dataset carries), or the whole; a one-line DatasetError for names it does not have."""
         names = self.meta.get("obs_names")
-        if not names or names == robot.obs_names or not robot.observation:
+        if not names or not robot.observation:
             return robot
         try:
             return robot.with_observation(names)
