@@ -155,6 +155,20 @@ def alive(pid: int) -> bool:
         return False
 
 
+def node_environment(timeout_pid: int) -> list[bytes]:
+    """The environment of the node ``timeout`` runs, once it has exec'd (an exec in progress reads empty)."""
+    children = Path(f"/proc/{timeout_pid}/task/{timeout_pid}/children")
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        pids = children.read_text().split()
+        if pids and b"droil_ros.nodes" in Path(f"/proc/{pids[0]}/cmdline").read_bytes():
+            environment = Path(f"/proc/{pids[0]}/environ").read_bytes()
+            if environment:
+                return environment.split(b"\0")
+        time.sleep(0.01)
+    raise AssertionError("the node under timeout did not start within 2 s")
+
+
 def test_a_node_group_reports_an_exited_node_and_kills_one_past_its_limit(tmp_path):
     with NodeGroup(tmp_path, limit=30) as group:
         group.start(BringupNode("no_such_node"))
@@ -164,12 +178,7 @@ def test_a_node_group_reports_an_exited_node_and_kills_one_past_its_limit(tmp_pa
             group.check(during="the test")
     with NodeGroup(tmp_path, env=ros_env(DOMAIN), limit=3) as group:  # teleop runs until stopped
         proc = group.start(BringupNode("teleop"))  # joystick mode: waits for /joy
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")  # of ``timeout``: the node
-        deadline = time.monotonic() + 2
-        while not children.read_text().strip() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        node_env = Path(f"/proc/{children.read_text().split()[0]}/environ").read_bytes().split(b"\0")
-        assert f"ROS_DOMAIN_ID={DOMAIN}".encode() in node_env
+        assert f"ROS_DOMAIN_ID={DOMAIN}".encode() in node_environment(proc.pid)
         assert proc.wait(timeout=60) in (-9, 137)  # killed by ``timeout`` at its limit, not by us
         assert group.exited() == "teleop"
 
