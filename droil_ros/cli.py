@@ -465,6 +465,8 @@ def build_parser() -> Parser:
                        help=THREADS_HELP + "; evaluation workers use 1 each")
     bench.add_argument("--thread-priority", type=non_negative_int, default=0,
                        help="realtime: SCHED_FIFO priority of the policy node's loop (0: OS default)")
+    bench.add_argument("--cpu-hogs", type=non_negative_int, default=0,
+                       help="realtime: processes that only burn CPU, run beside the whole measurement")
     bench.set_defaults(func=cmd_bench)
     return parser
 

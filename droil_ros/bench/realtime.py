@@ -24,6 +24,8 @@ import contextlib
 import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -79,6 +81,7 @@ class Settings:
     swap_spacing: float = 1.5  # s between two swap requests (room for a control window between)
     floor: float = 10.0  # s of a bare sleep loop at the swap rate: the machine's own late ticks
     thread_priority: int = 0  # the node's (and the floor loop's) SCHED_FIFO priority; 0: OS default
+    cpu_hogs: int = 0  # busy-loop processes at the OS default priority beside everything measured
     calls: int = 20_000  # inference calls per runtime, back to back
     paced_calls: int = 1000  # and one per control period, as in the loop (caches cool in between)
     train_steps: int = 300  # the policies only need to be real trained MLPs, not good ones
@@ -552,6 +555,18 @@ def _measure(probe: Probe, node: NodeGroup, rate: float, paths: list[Path], poli
 
 
 @contextlib.contextmanager
+def _cpu_hogs(count: int):
+    """``count`` processes that only burn CPU, as other jobs on a robot's computer do."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+@contextlib.contextmanager
 def _localhost_discovery():
     """The probe's context reads discovery settings from the environment at init."""
     previous = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
@@ -625,7 +640,10 @@ def report(payload: dict, command_line: str) -> str:
         f"{machine['versions']['torch']}; **shared with other jobs: load average "
         f"{load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} (1/5/15 min) at start, {load1[0]:.2f} at end**, "
         f"CPU time stolen by the hypervisor during the run: {_f(_percent(payload['cpu_steal']), 1)} %, "
-        f"niceness {payload['niceness']}. The node's control loop runs under {priority}, the probe at "
+        f"niceness {payload['niceness']}. "
+        + (f"**{s['cpu_hogs']} CPU hog(s)** (processes that only spin, at the OS default priority) "
+           f"ran beside the whole run. " if s["cpu_hogs"] else "")
+        + f"The node's control loop runs under {priority}, the probe at "
         f"the OS default, on CPUs shared with that load: the tails measure the contention as "
         f"much as the software. Wall time {payload['wall_seconds']:.0f} s.\n\n"
         f"Reproduce: `{command_line}`\n\n"
@@ -721,7 +739,10 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
     if settings.swap_rate not in settings.rates:
         raise DroilError(f"swap rate {settings.swap_rate:g} Hz must be one of the rates {settings.rates}")
     domain = random.choice(DOMAINS) if domain is None else domain
-    with tempfile.TemporaryDirectory(prefix="droil_realtime_") as tmp, _localhost_discovery():
+    if settings.cpu_hogs < 0:
+        raise DroilError(f"cpu hogs must be 0 or more, got {settings.cpu_hogs}")
+    with tempfile.TemporaryDirectory(prefix="droil_realtime_") as tmp, _localhost_discovery(), \
+            _cpu_hogs(settings.cpu_hogs):
         work = Path(tmp)
         torch.manual_seed(seed)
         dataset, modules, paths, hidden = train_policies(spec, settings, seed, work)
@@ -762,9 +783,11 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
         "wall_seconds": time.time() - started, "machine": machine_info(),
     }
     tag = ("realtime_quick" if quick else "realtime") + (
-        f"_fifo{settings.thread_priority}" if settings.thread_priority else "")
+        f"_fifo{settings.thread_priority}" if settings.thread_priority else "") + (
+        f"_hogs{settings.cpu_hogs}" if settings.cpu_hogs else "")
     command_line = (f"droil bench realtime --robot {robot} --seed {seed}" + (" --quick" if quick else "")
-                    + (f" --thread-priority {settings.thread_priority}" if settings.thread_priority else ""))
+                    + (f" --thread-priority {settings.thread_priority}" if settings.thread_priority else "")
+                    + (f" --cpu-hogs {settings.cpu_hogs}" if settings.cpu_hogs else ""))
     markdown = report(payload, command_line)
     write_results(out_dir, tag, payload, markdown)
     print(markdown)
@@ -775,6 +798,6 @@ def main(args) -> int:
     settings = QUICK if args.quick else FULL
     settings = replace(settings, train_steps=args.steps or settings.train_steps,
                        demo_episodes=args.episodes or settings.demo_episodes,
-                       thread_priority=args.thread_priority)
+                       thread_priority=args.thread_priority, cpu_hogs=args.cpu_hogs)
     run(args.robot, Path(args.out), settings, seed=args.seed, quick=args.quick)
     return 0

@@ -5,6 +5,7 @@ index, and the ``source: topic`` inputs of the observation. The topics themselve
 
 from __future__ import annotations
 
+import array
 import importlib
 
 import numpy as np
@@ -16,6 +17,7 @@ from droil_ros.errors import DroilError
 from droil_ros.nodes.common import readings_from_msgs
 from droil_ros.robots.spec import RobotSpec, SensorReadings, field_path_parts, message_field
 
+ARRAY_TYPECODES = {"double": "d", "float": "f"}
 STANDARD_COMMANDS = ("std_msgs/msg/Float64MultiArray", "sensor_msgs/msg/JointState",
                      "trajectory_msgs/msg/JointTrajectory")
 
@@ -72,14 +74,14 @@ def _assign(msg, path: str, value) -> None:
         msg = sequence[i]
 
 
-def _names_sequence(msg, path: str) -> bool:
-    """Whether ``path`` ends at a sequence field (``data``, ``points[0].velocities``), not at a
-    number (``data[1]``, ``wheels[0].speed``)."""
+def _sequence_slot(msg, path: str) -> AbstractNestedType | None:
+    """The type of the sequence field ``path`` ends at (``data``, ``points[0].velocities``); None
+    where it ends at a number (``data[1]``, ``wheels[0].speed``)."""
     *leading, (name, indexes) = field_path_parts(path)
     for part, part_indexes in leading:
         msg = _element_class(msg, part)() if part_indexes else getattr(msg, part)
     slot = msg.SLOT_TYPES[list(msg.get_fields_and_field_types()).index(name)]
-    return not indexes and isinstance(slot, AbstractNestedType)
+    return slot if not indexes and isinstance(slot, AbstractNestedType) else None
 
 
 def _has_field(kind, path: str) -> bool:
@@ -120,7 +122,10 @@ class CommandCodec:
         fits = "does not fit"
         try:
             # one path for all actuators names a sequence, unless it names a single number
-            self.scalar = len(self.paths) == 1 and not _names_sequence(self.msg_type(), self.paths[0])
+            sequence = _sequence_slot(self.msg_type(), self.paths[0]) if len(self.paths) == 1 else None
+            self.scalar = len(self.paths) == 1 and sequence is None
+            # rclpy takes an array.array of the field's own type as it is; a list it checks value by value
+            self.typecode = ARRAY_TYPECODES.get(getattr(sequence and sequence.value_type, "typename", None))
             if self.scalar and self.n != 1:
                 raise ValueError(f"a single number for {self.n} actuators")
             distinct = np.arange(1.0, self.n + 1.0)  # each actuator's value must come back as sent
@@ -138,7 +143,7 @@ class CommandCodec:
         if self.scalar:
             _assign(msg, self.paths[0], values[0])
         elif len(self.paths) == 1:
-            _assign(msg, self.paths[0], values)
+            _assign(msg, self.paths[0], array.array(self.typecode, values) if self.typecode else values)
         else:
             for path, value in zip(self.paths, values, strict=True):
                 _assign(msg, path, value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -77,6 +78,8 @@ class OnnxPolicy:
         if self._low.shape != (self.act_dim,) or self._high.shape != (self.act_dim,):
             raise PolicyError(f"{self._path}: malformed droil metadata (action limits do not match "
                               f"{self.act_dim} action names)")
+        self._low_values, self._high_values = self._low.tolist(), self._high.tolist()
+        self._called_shape = (len(self._obs_names),)  # act's observation (the robot's, for a subset)
         self._check_graph()
         self._input = self._session.get_inputs()[0].name
         self._outputs = [self._session.get_outputs()[0].name]
@@ -121,7 +124,7 @@ class OnnxPolicy:
         whole = list(robot.obs_names)
         if self._obs_names != whole and set(self._obs_names) <= set(whole):
             self._seen = np.array([whole.index(n) for n in self._obs_names])
-            self._called_with = len(whole)
+            self._called_shape = (len(whole),)
             whole = self._obs_names
         for what, ours, theirs in (("observation", self._obs_names, whole),
                                    ("action", self._action_names, robot.action_names)):
@@ -148,17 +151,22 @@ class OnnxPolicy:
         """``self(obs)`` for one observation of shape (obs_dim,), the control loop's call: the
         session runs on buffers bound to it once (ONNX Runtime's IOBinding), so nothing is
         allocated but the returned action. One caller at a time per policy."""
-        if np.shape(obs) != (self.obs_dim,):
-            raise PolicyError(f"{self._path}: observation has shape {np.shape(obs)}, policy expects "
-                              f"({self.obs_dim},)")
+        if getattr(obs, "shape", None) != self._called_shape:  # an array's shape costs least to read
+            if np.shape(obs) != self._called_shape:
+                raise PolicyError(f"{self._path}: observation has shape {np.shape(obs)}, policy expects "
+                                  f"({self.obs_dim},)")
+            obs = np.asarray(obs, np.float64)
         self._one_in[0] = obs if self._seen is None else obs[self._seen]
         self._session.run_with_iobinding(self._binding)
-        action = self._one_out[0].astype(np.float64)
-        if not np.isfinite(action).all():
-            if strict:
-                raise PolicyOutputError(f"{self._path}: policy output is NaN or Inf")
-            action[~np.isfinite(action)] = 0.0
-        return np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)
+        # a handful of numbers: Python floats cost less than numpy's per-call overhead here
+        action = self._one_out[0].tolist()
+        for k, (value, low, high) in enumerate(zip(action, self._low_values, self._high_values, strict=True)):
+            if not math.isfinite(value):
+                if strict:
+                    raise PolicyOutputError(f"{self._path}: policy output is NaN or Inf")
+                value = 0.0  # the safe action, as in __call__
+            action[k] = low if value < low else high if value > high else value
+        return np.array(action)
 
     def raw(self, obs) -> np.ndarray:
         """The model's output as it is (float64, shape (B, act_dim)): no clipping, NaN kept."""
@@ -193,7 +201,7 @@ class OnnxPolicy:
     @property
     def obs_dim(self) -> int:
         """The length of the observation it is called with (the robot's, when it picks a subset)."""
-        return len(self._obs_names) if self._seen is None else self._called_with
+        return self._called_shape[0]
 
     @property
     def act_dim(self) -> int:

@@ -85,7 +85,7 @@ def quaternion_to_rpy(q_xyzw: np.ndarray) -> tuple[float, float, float]:
     """Roll, pitch, yaw (ZYX convention, as tf2) from a unit quaternion."""
     x, y, z, w = (float(v) for v in q_xyzw)
     roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    pitch = math.asin(float(np.clip(2.0 * (w * y - z * x), -1.0, 1.0)))  # NaN stays NaN
+    pitch = math.asin(min(max(2.0 * (w * y - z * x), -1.0), 1.0))  # NaN stays NaN (it comes first)
     yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
     return roll, pitch, yaw
 
@@ -278,7 +278,9 @@ class RobotSpec:
     def clip_action(self, action: np.ndarray) -> np.ndarray:
         """Clip to limits; NaN/Inf become 0 (the safe action) so a command is always finite."""
         a = np.asarray(action, dtype=np.float64).reshape(self.act_dim)
-        a = np.where(np.isfinite(a), a, 0.0)
+        finite = np.isfinite(a)
+        if not finite.all():
+            a = np.where(finite, a, 0.0)
         return np.minimum(np.maximum(a, self.action_low), self.action_high)
 
     @cached_property
@@ -317,46 +319,105 @@ class RobotSpec:
     def _observe(self, readings: SensorReadings, history: dict | None) -> np.ndarray:
         if not self.observation:
             raise SpecError(f"robot '{self.id}' observes through Gymnasium, not JointState/Imu")
-        index = {name: i for i, name in enumerate(readings.joint_names)}
-        rpy = quaternion_to_rpy(readings.orientation)
-        imu_values = {
-            "imu_roll": rpy[0], "imu_pitch": rpy[1], "imu_yaw": rpy[2],
-            **{f"imu_angular_velocity_{a}": readings.angular_velocity[i] for i, a in enumerate("xyz")},
-            **{f"imu_linear_acceleration_{a}": readings.linear_acceleration[i]
-               for i, a in enumerate("xyz")},
-        }
-        fields = {
-            "joint_position": readings.position,
-            "joint_velocity": readings.velocity,
-            "joint_effort": readings.effort,
-        }
-        obs = np.zeros(len(self.observation))
-        for k, element in enumerate(self.observation):
+        plan = self._plan(readings)
+        if self.uses_orientation:
+            rpy = quaternion_to_rpy(readings.orientation)
+        else:
+            rpy = (0.0, 0.0, 0.0)
+        raw = np.concatenate((readings.position, readings.velocity, readings.effort, rpy,
+                              readings.angular_velocity, readings.linear_acceleration))
+        obs = plan.weights @ raw[plan.columns] + self._obs_offsets
+        for k, n, term, element in self._stream_terms:
+            if term.source == TOPIC_SOURCE:
+                values = _topic_values(readings, term, element.name)
+            else:
+                values = raw[plan.stream_columns[(k, n)]]
+            if term.unwrap and history is not None:
+                values = _unwrap(history, (k, n), values)
+            obs[k] += term.scale * (REDUCERS[term.reduce](values) + term.offset)
+        return obs
+
+    @cached_property
+    def _stream_terms(self) -> tuple:
+        """The terms outside the linear plan: those that read a topic or unwrap an angle."""
+        return tuple((k, n, term, element) for k, element in enumerate(self.observation)
+                     for n, term in enumerate(element.terms) if term.source == TOPIC_SOURCE or term.unwrap)
+
+    @cached_property
+    def _obs_offsets(self) -> np.ndarray:
+        return np.array([sum(t.scale * t.offset for t in e.terms if t.source != TOPIC_SOURCE and not t.unwrap)
+                         for e in self.observation])
+
+    @cached_property
+    def _plans(self) -> dict:
+        return {}
+
+    def _plan(self, readings: SensorReadings) -> _ObservationPlan:
+        """The plan for this JointState layout (names and field lengths), made once per layout:
+        a tick then does one gather and one small matrix product, no per-joint lookups."""
+        key = (tuple(readings.joint_names), len(readings.position), len(readings.velocity),
+               len(readings.effort))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = _ObservationPlan(self.observation, *key)
+            if len(self._plans) >= 16:  # a peer cycling joint orders cannot grow it without bound
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+
+def _topic_values(readings: SensorReadings, term: ObsTerm, name: str) -> np.ndarray:
+    if term.topic not in readings.messages:
+        raise ValueError(f"no message on {term.topic} for '{name}'")
+    try:
+        values = message_field(readings.messages[term.topic], term.field)
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(f"{term.topic} has no usable {term.field} for '{name}' "
+                         f"({type(exc).__name__})") from None
+    if not values.size:
+        raise ValueError(f"{term.topic} has no {term.field} for '{name}'")
+    return values
+
+
+class _ObservationPlan:
+    """Where each observation element's values sit in the readings laid out as one vector
+    (positions, velocities, efforts, roll-pitch-yaw, angular velocity, linear acceleration):
+    the linear terms (mean and sum are linear) as weights on the columns they read, the others
+    as their columns. Only read columns enter, so a NaN on a joint the robot does not observe
+    stays out of the observation. ValueError, with the element, when the layout lacks a joint or
+    a field a term needs."""
+
+    def __init__(self, observation: tuple[ObsElement, ...], names: tuple[str, ...],
+                 n_position: int, n_velocity: int, n_effort: int):
+        index = {name: i for i, name in enumerate(names)}
+        base = {"joint_position": 0, "joint_velocity": n_position, "joint_effort": n_position + n_velocity}
+        size = {"joint_position": n_position, "joint_velocity": n_velocity, "joint_effort": n_effort}
+        imu_base = n_position + n_velocity + n_effort
+        weights: dict[int, np.ndarray] = {}
+        self.stream_columns: dict[tuple[int, int], np.ndarray] = {}
+        for k, element in enumerate(observation):
             for n, term in enumerate(element.terms):
-                if term.source in imu_values:
-                    values = np.array([imu_values[term.source]])
-                elif term.source == TOPIC_SOURCE:
-                    if term.topic not in readings.messages:
-                        raise ValueError(f"no message on {term.topic} for '{element.name}'")
-                    try:
-                        values = message_field(readings.messages[term.topic], term.field)
-                    except (AttributeError, IndexError, TypeError, ValueError) as exc:
-                        raise ValueError(f"{term.topic} has no usable {term.field} for '{element.name}' "
-                                         f"({type(exc).__name__})") from None
-                    if not values.size:
-                        raise ValueError(f"{term.topic} has no {term.field} for '{element.name}'")
+                if term.source == TOPIC_SOURCE:
+                    continue
+                if term.source in IMU_SOURCES:
+                    columns = [imu_base + IMU_SOURCES.index(term.source)]
                 else:
                     missing = [j for j in term.joints if j not in index]
                     if missing:
                         raise ValueError(f"joint state lacks joints {missing} needed for '{element.name}'")
                     picked = [index[j] for j in term.joints]
-                    if max(picked) >= len(fields[term.source]):
+                    if max(picked) >= size[term.source]:
                         raise ValueError(f"joint state has no {term.source} for '{element.name}'")
-                    values = np.asarray(fields[term.source], np.float64)[picked]
-                if term.unwrap and history is not None:
-                    values = _unwrap(history, (k, n), values)
-                obs[k] += term.scale * (REDUCERS[term.reduce](values) + term.offset)
-        return obs
+                    columns = [base[term.source] + i for i in picked]
+                if term.unwrap:
+                    self.stream_columns[(k, n)] = np.array(columns)
+                    continue
+                share = term.scale / (len(columns) if term.reduce == "mean" else 1.0)
+                for column in columns:
+                    weights.setdefault(column, np.zeros(len(observation)))[k] += share
+        self.columns = np.array(sorted(weights), dtype=np.intp)
+        self.weights = (np.stack([weights[c] for c in self.columns], axis=1) if weights
+                        else np.zeros((len(observation), 0)))
 
 
 def _unwrap(history: dict, key, values: np.ndarray) -> np.ndarray:
