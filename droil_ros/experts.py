@@ -384,7 +384,7 @@ def dataset(robot: str, size: int | None = None, expert: str | Path | None = Non
     if not path.is_file():
         raise DroilError(f"no expert policy {path}: make it with `droil expert train --robot {spec.id}` "
                          f"then `droil expert export --robot {spec.id}`")
-    steps_per_episode = int(round(spec.task(next(iter(spec.tasks))).seconds * spec.control_rate_hz))
+    steps_per_episode = int(round(spec.task(spec.default_task).seconds * spec.control_rate_hz))
     episodes = math.ceil(size / steps_per_episode)
     while True:
         data = collect(spec.id, str(path), episodes, seed=seed, progress=progress)

@@ -428,6 +428,50 @@ def test_a_bad_thread_priority_is_one_line_and_exit_2():
     assert "Traceback" not in proc.stderr
 
 
+# The node's callbacks fed one message at a time (no executor: no watchdog tick), printing the
+# tick count after each: trigger state must pair a JointState with the Imu of its own cycle.
+PAIRING = """
+import sys, time
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import Imu, JointState
+from droil_ros.nodes.policy import PolicyNode
+
+rclpy.init(args=["--ros-args", "-p", "robot:=wheel_legged", "-p", "trigger:=state"])
+node = PolicyNode()
+node.trigger_configure()
+node.trigger_activate()
+for step in sys.argv[1].split(","):
+    kind, cycle = step[0], int(step[1:])
+    stamp = Time(sec=cycle)
+    if kind == "j":
+        msg = JointState(name=list(node.spec.joints), position=[0.0, 0.0], velocity=[0.0, 0.0])
+        msg.header.stamp = stamp
+        node._on_joint_state(serialize_message(msg))
+    else:
+        msg = Imu()
+        msg.orientation.w = 1.0
+        msg.header.stamp, msg.header.frame_id = stamp, node.spec.imu["frame_id"]
+        node._on_imu(serialize_message(msg))
+    print(node.ticks, end=" ", flush=True)
+    time.sleep(0.01)  # beyond the flood guard's spacing (a quarter period)
+node.destroy_node()
+rclpy.shutdown()
+"""
+
+
+def test_trigger_state_acts_on_a_joint_state_with_its_own_imu():
+    # i = Imu, j = JointState of cycle N; the Imu of cycle 2 is lost; cycle 4 comes JointState first
+    steps = "i1,j1,j2,i3,j3,j4,i4,i5,j5"
+    proc = subprocess.run([sys.executable, "-c", PAIRING, steps], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, **ROS_ENV))
+    assert proc.returncode == 0, proc.stderr
+    # the Imu of cycle 3 completes nothing: acting there would pair it with cycle 2's JointState,
+    # and every later tick would come at the next cycle's Imu, a period late
+    assert proc.stdout.split() == "0 1 1 1 2 2 3 3 4".split(), proc.stdout
+
+
 class RoverProbe(ProbeNode):
     """The example rover of test_real_bags as hardware: unnamed JointStates and an Imu at 50 Hz on
     its own topics, a speed reference once ``reference`` is set; records its wheel commands."""

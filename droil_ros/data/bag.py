@@ -445,7 +445,7 @@ def read_bag_transitions(bag_path: str | Path | list, robot: RobotSpec, task: st
     the module docstring); topics and pairing not given are the spec's (``ros`` section)."""
     if not robot.uses_sensor_observation:
         raise BagError(f"robot '{robot.id}' observes through Gymnasium; bags carry JointState + Imu")
-    the_task = robot.task(task or next(iter(robot.tasks)))
+    the_task = robot.task(task or robot.default_task)
     joint_topic, imu_topic, command_topic = map(bag_topic, (joint_topic or robot.ros.state_topic,
                                                             imu_topic or robot.ros.imu_topic,
                                                             command_topic or robot.ros.command_topic))
@@ -789,10 +789,11 @@ def dataset_from_bag(bag_path: str | Path | list, robot: RobotSpec, task: str | 
     """A transition dataset from a rosbag2 bag, or the bags of one session (rules in the module
     docstring), seen as the task's policy sees it (its ``observation``); BagError (a DatasetError,
     one line) when a bag is missing, unreadable or has no transition."""
+    task = task or robot.default_task
     dataset = read_bag_transitions(bag_path, robot, task, joint_topic, imu_topic, command_topic,
                                    reset_gap, marker_topic, pairing, resume_after,
                                    hold_max_age).to_dataset(robot)
-    return dataset.observe(robot.task_spec(task or next(iter(robot.tasks))))
+    return dataset.observe(robot.task_spec(task))
 
 
 # --------------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def _parse_grid(raw, source: str) -> Grid:
     if "robot" not in raw:
         raise DroilError("missing 'robot'")
     spec = load_spec(str(raw["robot"]))
-    task = str(raw.get("task") or next(iter(spec.tasks)))
+    task = str(raw.get("task") or spec.default_task)
     spec.task(task)
     episodes = raw.get("episodes", 10)
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:

@@ -606,17 +606,27 @@ class PolicyNode(LifecycleNode):
         self._arrived("imu")
 
     def _arrived(self, kind: str) -> None:
-        """Trigger state: a tick once the state is complete; a refused message completes it too,
-        so that its fault gives the safe action at once."""
+        """Trigger state: a tick once the state is complete, that is a new JointState and a new Imu
+        have come, at the second of a pair with the same stamp, else at the JointState (a refused
+        message counts too, so that its fault gives the safe action at once). Completing on any
+        second message instead, one lost Imu left every later tick pairing a JointState with the
+        next cycle's Imu: a period late for good."""
         if self.trigger != "state" or self.timer is None:
             return
         self.arrived.add(kind)
-        if self.arrived >= self.needed:
+        if self.arrived >= self.needed and (kind == "joints" or self._same_cycle()):
             self.arrived.clear()
             # a flood of states (a peer on the bus) drives the policy at most 4x the control rate
             last = self.last_tick_start
             if last is None or time.perf_counter() - last > MIN_SPACING * self.period:
                 self._tick()
+
+    def _same_cycle(self) -> bool:
+        """Whether the newest JointState and Imu carry the same (set) stamp."""
+        if self.joint_state is None or self.imu is None:
+            return False
+        joints, imu = self.joint_state.header.stamp, self.imu.header.stamp
+        return (joints.sec, joints.nanosec) == (imu.sec, imu.nanosec) != (0, 0)
 
     @total()
     def _on_input(self, topic: str, kind, raw: bytes) -> None:

@@ -250,6 +250,11 @@ class RobotSpec:
             raise SpecError(f"robot '{self.id}': model file not found: {self.model_path}")
         return self.model_path
 
+    @property
+    def default_task(self) -> str:
+        """The task every command uses when none is named: the spec's first."""
+        return next(iter(self.tasks))
+
     def task(self, name: str) -> Task:
         if name not in self.tasks:
             raise SpecError(f"robot '{self.id}' has no task '{name}' (tasks: {', '.join(self.tasks)})")

@@ -54,7 +54,7 @@ class RobotEnv(gym.Wrapper):
 def make_env(robot: str | RobotSpec, task: str | None = None, perturb=None) -> RobotEnv:
     """Environment for ``robot`` (id, path or spec) on ``task`` (default: the spec's first)."""
     spec = robot if isinstance(robot, RobotSpec) else load_spec(robot)
-    task_name = task or next(iter(spec.tasks))
+    task_name = task or spec.default_task
     if spec.gymnasium_id:
         inner = gym.make(spec.gymnasium_id, disable_env_checker=True).unwrapped
     else:
