@@ -115,6 +115,8 @@ def write(tmp_path, text):
     (lambda s: s["observation"][0]["terms"].__setitem__(0, {"source": "imu_warp"}), "unknown source"),
     (lambda s: s["observation"][1]["terms"][0].__setitem__("joints", ["knee"]), "unknown joints"),
     (lambda s: s["action"][0].__setitem__("low", 5.0), "low must be below high"),
+    # an infinite bound would let an infinite reading through the node's one range test
+    (lambda s: s["observation"][0].__setitem__("high", float("inf")), "low and high must be finite"),
     (lambda s: s["action"][0]["actuators"].__setitem__("elbow", 1.0), "unknown actuators"),
     (lambda s: s.__setitem__("model", "models/robots/missing.xml"), "model file not found"),
     (lambda s: s["tasks"]["stand"]["reward"].__setitem__("speed", 1), "unknown reward terms"),

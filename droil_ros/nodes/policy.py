@@ -730,7 +730,7 @@ class PolicyNode(LifecycleNode):
         except ValueError as exc:
             raise Fault("bad_input", str(exc)) from None
         spec = self.spec
-        if not ((obs >= spec.obs_low) & (obs <= spec.obs_high)).all():  # NaN fails both: one test
+        if not ((obs >= spec.obs_low) & (obs <= spec.obs_high)).all():  # NaN, Inf fail (finite bounds)
             # the orientation too: quaternion_to_rpy clamps a NaN pitch to a finite +-pi/2
             if not (np.isfinite(obs).all() and np.isfinite(readings.orientation).all()):
                 raise Fault("nan", "NaN or Inf in the input")

@@ -508,8 +508,8 @@ def _parse_observation(raw, joints: tuple[str, ...], where: str):
                                  float(t.get("offset", 0.0)), bool(t.get("unwrap", False)),
                                  *(str(t.get(k, "")) for k in ("topic", "type", "field"))))
         low, high = float(item.get("low", -OBS_BOUND)), float(item.get("high", OBS_BOUND))
-        if not low < high:
-            raise SpecError(f"{where}: observation '{name}': low must be below high")
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise SpecError(f"{where}: observation '{name}': low and high must be finite, low below high")
         elements.append(ObsElement(name, str(item.get("unit", "")), tuple(terms), low, high))
     return tuple(elements), 0
 
