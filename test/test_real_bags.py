@@ -402,3 +402,33 @@ def test_a_cut_short_bag_with_a_custom_type_is_salvaged(tmp_path):
     t = read_bag_transitions([mcap, *bags], robot)
     assert "joints_0.mcap: cut short at byte" in t.report
     assert 100 < len(t) < 300
+
+
+def test_a_robots_own_message_is_recorded_with_the_definition_its_package_installs(tmp_path, monkeypatch):
+    """The recorder's writer with no typestore given: rosbags does not know WheelCommand, the
+    package installs it (``share/rover_msgs/msg`` under AMENT_PREFIX_PATH, as a sourced workspace
+    sets it), and the bag then reads as the rosbags-written one, anywhere."""
+    share = tmp_path / "install" / "share" / "rover_msgs" / "msg"
+    share.mkdir(parents=True)
+    (share / "WheelCommand.msg").write_text("std_msgs/Header header  # the stamp\nfloat64[] velocity\n")
+    (share / "Wheel.msg").write_text("float64 speed\n")
+    (share / "Status.msg").write_text("Wheel[2] wheels\nrover_msgs/Wheel[] spare\n")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{tmp_path / 'elsewhere'}:{tmp_path / 'install'}")
+    robot, msgs = load_spec(rover_spec(tmp_path / "robots")), session()
+    bags = write_session(tmp_path, [m for m in msgs if m[0] == "imu"])
+    with BagWriter(tmp_path / "joints", fsync=False) as writer:
+        channels = {}
+        for _, topic, msgtype, t, data in (m for m in msgs if m[0] == "joints"):
+            if topic not in channels:
+                channels[topic] = writer.add_topic(topic, msgtype)
+            writer.write(channels[topic], t, data)
+        writer.add_topic("/rover/status", "rover_msgs/msg/Status")  # a type of its package's types
+        with pytest.raises(BagError, match="cannot record /rover/mode: unknown message type "
+                                           "rover_msgs/msg/Mode: .* share/rover_msgs/msg/Mode.msg"):
+            writer.add_topic("/rover/mode", "rover_msgs/msg/Mode")
+    assert b"MSG: rover_msgs/Wheel\nfloat64 speed" in writer.file.read_bytes()  # its dependency too
+    monkeypatch.delenv("AMENT_PREFIX_PATH")  # read where the package is not installed
+    ours = read_bag_transitions([tmp_path / "joints", *bags], robot)
+    reference = read_bag_transitions(write_session(tmp_path / "reference", msgs), robot)
+    np.testing.assert_array_equal(ours.observations, reference.observations)
+    np.testing.assert_array_equal(ours.actions, reference.actions)

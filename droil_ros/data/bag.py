@@ -125,6 +125,47 @@ def typestore():
     return _TYPESTORE
 
 
+def installed_definitions(msgtype: str, known) -> dict[str, str]:
+    """``msgtype`` and the types it uses that ``known`` (a typestore) lacks, as the .msg text their
+    packages install: ``<prefix>/share/<package>/msg/<Name>.msg`` for each prefix of
+    AMENT_PREFIX_PATH, as a sourced workspace sets it. How a robot's own message, built in the
+    user's workspace, gets its definition into a bag; BagError (one line) when no prefix has it."""
+    from rosbags.typesys import get_types_from_msg
+
+    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    found: dict[str, str] = {}
+    todo = [msgtype]
+    while todo:
+        name = todo.pop()
+        if name in found or name in known.fielddefs:
+            continue
+        package, kind, short = (name.split("/") + ["", ""])[:3]
+        files = [p / "share" / package / kind / f"{short}.msg" for p in prefixes]
+        path = next((f for f in files if kind == "msg" and f.is_file()), None)
+        if path is None:
+            raise BagError(f"unknown message type {name}: rosbags does not know it and no prefix of "
+                           f"AMENT_PREFIX_PATH has share/{package}/msg/{short}.msg (source the "
+                           f"workspace that builds {package})")
+        found[name] = path.read_text()
+        try:
+            fields = get_types_from_msg(found[name], name)[name][1]
+        except Exception as exc:  # rosbags raises several kinds for a malformed file
+            raise BagError(f"{path} is not a usable message definition ({type(exc).__name__}: "
+                           f"{exc})"[:300]) from None
+        todo += [used for _, node in fields for used in _used_types(node)]
+    return found
+
+
+def _used_types(node) -> list[str]:
+    """The message types a rosbags field descriptor names (in sequences and arrays too)."""
+    kind, value = node
+    if kind.name == "NAME":
+        return [value]
+    if kind.name in ("ARRAY", "SEQUENCE"):
+        return _used_types(value[0])
+    return []
+
+
 def bag_typestore(definitions: dict[str, str]):
     """The Kilted typestore plus the types defined in ``definitions`` (``msgtype -> .msg text``
     with its dependencies, as rosbag2 embeds them in a bag): a robot's own messages decode from
@@ -860,9 +901,15 @@ class BagWriter:
         return sum(self.counts.values())
 
     def add_topic(self, topic: str, msgtype: str, ts=None) -> int:
-        """Register a topic whose type ``ts`` (default rosbags' Kilted typestore) knows; its
-        definition goes into the file. Returns the channel id."""
+        """Register a topic whose type ``ts`` (default rosbags' Kilted typestore, or the package
+        that installs it: ``installed_definitions``) knows; its definition goes into the file.
+        Returns the channel id."""
         ts = ts or typestore()
+        if msgtype not in ts.fielddefs:
+            try:
+                ts = bag_typestore(installed_definitions(msgtype, ts))
+            except BagError as exc:
+                raise BagError(f"cannot record {topic}: {exc}") from None
         try:
             msgdef, _ = ts.generate_msgdef(msgtype, ros_version=2)
             rihs01 = ts.hash_rihs01(msgtype)

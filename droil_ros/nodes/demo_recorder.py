@@ -19,8 +19,10 @@ Any other topic of ``topics`` is subscribed once the graph shows its publishers,
 and QoS (reliable if all of them are, transient-local if all of them are, as ``ros2 bag record``
 does). A topic is subscribed again when a publisher has another type or a QoS the subscription
 cannot match, or to take the publishers' QoS while nothing has been received on it yet. A topic
-enters the bag with its first message, so topics that are never published are not in it. Types
-must be known to rosbags' typestore (standard messages).
+enters the bag with its first message, so topics that are never published are not in it. A type
+rosbags' typestore does not know (a robot's own message) goes in with the definition its package
+installs (``share/<package>/msg``, found through AMENT_PREFIX_PATH as a sourced workspace sets it),
+so the bag decodes anywhere.
 """
 
 from __future__ import annotations
