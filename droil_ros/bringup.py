@@ -26,7 +26,9 @@ from droil_ros.errors import DroilError
 from droil_ros.resources import data_path
 
 EXECUTABLES = ("sim_bridge", "lqr_expert", "human_demo", "policy", "teleop", "demo_recorder", "trainer")
-GRACE = 5.0  # seconds a node gets to shut down cleanly (the policy node sends a last safe command)
+# seconds a node gets to shut down cleanly (the policy node sends a last safe command): ros2 launch's
+# sigterm_timeout + sigkill_timeout; 5 s was too short for a node on a heavily loaded machine
+GRACE = 10.0
 
 
 GLOBAL_ARGUMENTS = {  # launch arguments that apply to every node of a bringup: name -> description

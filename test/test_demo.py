@@ -4,6 +4,7 @@ real training and ONNX Runtime; Ctrl-C leaves no node running. ROS domains 91-95
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -59,7 +60,13 @@ def test_demo_runs_every_stage(tmp_path):
     with Reader(summary["bag"]) as reader:
         assert {"/joint_states", "/imu/data", "/effort_controller/commands"} <= set(reader.topics)
     ds = load_dataset(summary["dataset"])
-    assert len(ds) == summary["dataset_transitions"] >= 0.9 * 3.0 * SPEC.control_rate_hz
+    # the converter drops few states for want of a command or after a lost one; how many states a
+    # realtime bridge steps in 3 s is the machine's business (fewer when it is loaded)
+    source = ds.meta["source"]
+    states = int(re.search(r"from (\d+) states", source).group(1))
+    dropped = re.search(r"dropped: (\d+) states without a command, (\d+) before a lost state", source)
+    assert len(ds) == summary["dataset_transitions"] > 100, source
+    assert sum(map(int, dropped.groups())) <= 0.1 * states, source
     assert ds.n_episodes == summary["dataset_episodes"] == 2
     lqr = LQRController(SPEC)
     np.testing.assert_allclose(ds.actions[:, 0], [lqr(o)[0] for o in ds.observations.astype(np.float64)],
