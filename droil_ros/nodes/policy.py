@@ -730,15 +730,15 @@ class PolicyNode(LifecycleNode):
         except ValueError as exc:
             raise Fault("bad_input", str(exc)) from None
         spec = self.spec
+        # the orientation too, though the observation may not read it: a NaN there is a broken IMU
+        if not np.isfinite(readings.orientation).all():
+            raise Fault("nan", "NaN or Inf in the input")
         if not ((obs >= spec.obs_low) & (obs <= spec.obs_high)).all():  # NaN, Inf fail (finite bounds)
-            # the orientation too: quaternion_to_rpy clamps a NaN pitch to a finite +-pi/2
-            if not (np.isfinite(obs).all() and np.isfinite(readings.orientation).all()):
+            if not np.isfinite(obs).all():
                 raise Fault("nan", "NaN or Inf in the input")
             k = int(np.argmax((obs < spec.obs_low) | (obs > spec.obs_high)))
             raise Fault("out_of_range", f"observation {spec.obs_names[k]} = {obs[k]:.3g} outside "
                                         f"[{spec.obs_low[k]:g}, {spec.obs_high[k]:g}]")
-        if not np.isfinite(readings.orientation).all():
-            raise Fault("nan", "NaN or Inf in the input")
         started, cpu = time.perf_counter(), time.thread_time()
         try:
             action = policy.act(obs, strict=True)

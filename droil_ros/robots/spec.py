@@ -107,6 +107,12 @@ class ObsTerm:
     type: str = ""
     field: str = ""
 
+    @property
+    def linear(self) -> bool:
+        """A fixed weighting of values of one JointState + Imu (mean and sum are linear): what
+        ``RobotSpec``'s observation plan computes as one product; topic and unwrap terms are not."""
+        return self.source != TOPIC_SOURCE and not self.unwrap
+
 
 @dataclass(frozen=True)
 class ObsElement:
@@ -346,12 +352,11 @@ class RobotSpec:
     def _stream_terms(self) -> tuple:
         """The terms outside the linear plan: those that read a topic or unwrap an angle."""
         return tuple((k, n, term, element) for k, element in enumerate(self.observation)
-                     for n, term in enumerate(element.terms) if term.source == TOPIC_SOURCE or term.unwrap)
+                     for n, term in enumerate(element.terms) if not term.linear)
 
     @cached_property
     def _obs_offsets(self) -> np.ndarray:
-        return np.array([sum(t.scale * t.offset for t in e.terms if t.source != TOPIC_SOURCE and not t.unwrap)
-                         for e in self.observation])
+        return np.array([sum(t.scale * t.offset for t in e.terms if t.linear) for e in self.observation])
 
     @cached_property
     def _plans(self) -> dict:
@@ -414,7 +419,7 @@ class _ObservationPlan:
                     if max(picked) >= size[term.source]:
                         raise ValueError(f"joint state has no {term.source} for '{element.name}'")
                     columns = [base[term.source] + i for i in picked]
-                if term.unwrap:
+                if not term.linear:  # an unwrap term: its columns, for the caller
                     self.stream_columns[(k, n)] = np.array(columns)
                     continue
                 share = term.scale / (len(columns) if term.reduce == "mean" else 1.0)
