@@ -98,6 +98,7 @@ from std_msgs.msg import Bool, Header, String
 from std_srvs.srv import Trigger
 
 from droil_ros.errors import DroilError
+from droil_ros.nodes.cdr import Decoder, ImuView, JointStateView
 from droil_ros.nodes.common import (
     COMMAND_QOS,
     LATCHED_QOS,
@@ -201,9 +202,12 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 4:]} ({len(text)} chars)"
 
 
-def _deserialize(raw: bytes, kind):
+def _deserialize(raw: bytes, kind, decode=None):
+    """``decode``: a hand decoder of ``kind`` (cdr.Decoder), else rclpy's."""
     try:
-        return deserialize_message(raw, kind)
+        return decode(raw) if decode else deserialize_message(raw, kind)
+    except ValueError as exc:
+        raise Implausible("bad_input", f"undecodable {kind.__name__} ({exc})") from None
     except Exception as exc:  # rclpy's own error types; the bytes came from anyone
         raise Implausible("bad_input", f"undecodable {kind.__name__} ({type(exc).__name__})") from None
 
@@ -369,8 +373,9 @@ class PolicyNode(LifecycleNode):
         self.command_pub = None
         self.sensor_subs = []
         self.timer = None
-        self.joint_state: JointState | None = None
-        self.imu: Imu | None = None
+        self.decoder = Decoder()  # JointState and Imu from their bytes, 2-5x cheaper than rclpy
+        self.joint_state: JointStateView | JointState | None = None
+        self.imu: ImuView | Imu | None = None
         self.orientation: np.ndarray | None = None  # of self.imu, normalised
         self.joint_state_at = self.imu_at = -math.inf  # time.monotonic() of receipt
         self.input_faults: dict[str, Fault] = {}  # topic -> why its newest message was refused
@@ -576,7 +581,7 @@ class PolicyNode(LifecycleNode):
             if len(raw) > self.max_joint_state_bytes:
                 raise Implausible("oversize", f"JointState of {len(raw)} bytes, at most "
                                               f"{self.max_joint_state_bytes} accepted")
-            msg = _deserialize(raw, JointState)
+            msg = _deserialize(raw, JointState, self.decoder.joint_state)
             check_joint_state(msg, self.max_names)
             self._check_stamp("joint_states", msg.header)
         except Implausible as exc:
@@ -591,7 +596,7 @@ class PolicyNode(LifecycleNode):
         try:
             if len(raw) > MAX_IMU_BYTES:
                 raise Implausible("oversize", f"Imu of {len(raw)} bytes, at most {MAX_IMU_BYTES} accepted")
-            msg = _deserialize(raw, Imu)
+            msg = _deserialize(raw, Imu, self.decoder.imu)
             if self.imu_frame and msg.header.frame_id != self.imu_frame:
                 raise Implausible("imu_frame", f"Imu in frame '{_short(msg.header.frame_id, 40)}', the "
                                                f"robot spec's IMU is '{self.imu_frame}'")
