@@ -17,7 +17,7 @@ from droil_ros import algos
 from droil_ros.data.dataset import TransitionDataset, load_dataset
 from droil_ros.errors import DroilError
 from droil_ros.policy.export import export_onnx
-from droil_ros.robots.spec import RobotSpec
+from droil_ros.robots.spec import RobotSpec, columns
 
 
 @dataclass
@@ -66,7 +66,7 @@ class BestNominal:
         n = learner.n_seeds
         kept = learner.__dict__.setdefault(
             "best_nominal", {"returns": [-np.inf] * n, "steps": [0] * n, "modules": [None] * n})
-        seen = [self.env.robot.obs_names.index(name) for name in learner.robot.obs_names]  # a task's subset
+        seen = columns(learner.robot.obs_names, self.env.robot.obs_names)  # a task's view
         for k, module in enumerate(learner.export_modules()):
             def act(obs, module=module):
                 return module(torch.as_tensor(obs[seen], dtype=torch.float32)[None])[0].numpy()

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from droil_ros.errors import DroilError, SpecError
-from droil_ros.robots.spec import RobotSpec, load_spec, parse_spec
+from droil_ros.robots.spec import RobotSpec, columns, load_spec, parse_spec
 
 FORMAT = "droil-transitions"
 VERSION = 1
@@ -156,12 +156,12 @@ class TransitionDataset:
         have = self.meta["obs_names"]
         if robot.obs_names == have:
             return self
-        missing = [n for n in robot.obs_names if n not in have]
-        if missing:
-            raise DatasetError(f"dataset has no observation {missing} (it has {have})")
-        columns = [have.index(n) for n in robot.obs_names]
-        return replace(self, observations=self.observations[:, columns],
-                       next_observations=self.next_observations[:, columns],
+        try:
+            picked = columns(robot.obs_names, have)
+        except ValueError as exc:
+            raise DatasetError(f"dataset has {exc}") from None
+        return replace(self, observations=self.observations[:, picked],
+                       next_observations=self.next_observations[:, picked],
                        meta=dict(self.meta, obs_names=robot.obs_names))
 
     def check_robot(self, robot: RobotSpec) -> None:

@@ -137,6 +137,19 @@ def _vector(v) -> np.ndarray:
     return np.array([v.x, v.y, v.z])
 
 
+def stale_input(topics, inputs: dict, max_age: float) -> str | None:
+    """Why the newest messages of topic inputs ``topics`` cannot be used (``inputs``: topic ->
+    (time.monotonic() of receipt, message)), or None when each came within ``max_age`` s."""
+    now = time.monotonic()
+    for topic in topics:
+        if topic not in inputs:
+            return f"nothing received on {topic} yet"
+        age = now - inputs[topic][0]
+        if age > max_age:
+            return f"newest {topic} is {age * 1e3:.0f} ms old (max_input_age {max_age * 1e3:.0f} ms)"
+    return None
+
+
 def subscribe_states(node: Node, robot, on_readings: Callable[[SensorReadings], None],
                      max_input_age: float = 0.5) -> None:
     """Call ``on_readings`` for each pair of the newest JointState and Imu (the JointState alone
@@ -153,12 +166,10 @@ def subscribe_states(node: Node, robot, on_readings: Callable[[SensorReadings], 
         latest[kind] = msg
         if len(latest) < wanted:
             return
-        now = time.monotonic()
-        stale = [t for t in robot.inputs if now - inputs.get(t, (-math.inf,))[0] > max_input_age]
+        stale = stale_input(robot.inputs, inputs, max_input_age)
         if stale:
             latest.clear()
-            node.get_logger().warning(f"no state answered: no message on {stale[0]} in the last "
-                                      f"{max_input_age:g} s", throttle_duration_sec=1.0)
+            node.get_logger().warning(f"no state answered: {stale}", throttle_duration_sec=1.0)
             return
         on_readings(robot.readings(latest.pop("joints"), latest.pop("imu", None),
                                    messages={t: m for t, (_, m) in inputs.items()}))

@@ -42,65 +42,62 @@ def require_message_class(msgtype: str, what: str):
 
 def _element_class(msg, name: str):
     """The message class of the elements of sequence field ``name`` of ``msg``."""
-    slot = msg.SLOT_TYPES[list(msg.get_fields_and_field_types()).index(name)]
-    element = slot.value_type
+    element = _slot(msg, name).value_type
     return getattr(importlib.import_module(".".join(element.namespaces)), element.name)
+
+
+def _owner(msg, path: str):
+    """The message that holds the last field of ``path`` (``points[0].velocities``: points[0]),
+    message sequences grown on the way, and that field's (name, indexes)."""
+    *leading, last = field_path_parts(path)
+    for name, indexes in leading:
+        if len(indexes) > 1:
+            raise ValueError(f"{path}: one index per field")
+        if not indexes:
+            msg = getattr(msg, name)
+            continue
+        sequence = getattr(msg, name)
+        while len(sequence) <= indexes[0]:
+            sequence.append(_element_class(msg, name)())
+        msg = sequence[indexes[0]]
+    return msg, last
 
 
 def _assign(msg, path: str, value) -> None:
     """Set the field at ``path`` (``data``, ``points[0].velocities``, ``wheels[1].speed``),
     growing message sequences on the way."""
-    parts = field_path_parts(path)
-    for k, (name, index) in enumerate(parts):
-        last = k == len(parts) - 1
-        if not index:
-            if last:
-                setattr(msg, name, value)
-                return
-            msg = getattr(msg, name)
-            continue
-        if len(index) > 1:
-            raise ValueError(f"{path}: one index per field")
-        i = index[0]
-        if last:  # a number in a numeric sequence
-            values = list(getattr(msg, name))
-            values += [0.0] * (i + 1 - len(values))
-            values[i] = value
-            setattr(msg, name, values)
-            return
-        sequence = getattr(msg, name)
-        while len(sequence) <= i:
-            sequence.append(_element_class(msg, name)())
-        msg = sequence[i]
+    msg, (name, index) = _owner(msg, path)
+    if not index:
+        setattr(msg, name, value)
+        return
+    if len(index) > 1:
+        raise ValueError(f"{path}: one index per field")
+    values = list(getattr(msg, name))  # a number in a numeric sequence
+    values += [0.0] * (index[0] + 1 - len(values))
+    values[index[0]] = value
+    setattr(msg, name, values)
+
+
+def _slot(msg, name: str):
+    return msg.SLOT_TYPES[list(msg.get_fields_and_field_types()).index(name)]
 
 
 def _sequence_slot(msg, path: str) -> AbstractNestedType | None:
     """The type of the sequence field ``path`` ends at (``data``, ``points[0].velocities``); None
     where it ends at a number (``data[1]``, ``wheels[0].speed``)."""
-    *leading, (name, indexes) = field_path_parts(path)
-    for part, part_indexes in leading:
-        msg = _element_class(msg, part)() if part_indexes else getattr(msg, part)
-    slot = msg.SLOT_TYPES[list(msg.get_fields_and_field_types()).index(name)]
+    msg, (name, indexes) = _owner(msg, path)
+    slot = _slot(msg, name)
     return slot if not indexes and isinstance(slot, AbstractNestedType) else None
 
 
 def _has_field(kind, path: str) -> bool:
-    """Whether ``path`` names a field of message type ``kind`` (indexes are not checked: they
-    depend on the message)."""
-    msg = kind()
-    parts = field_path_parts(path)
-    for k, (name, indexes) in enumerate(parts):
-        if name not in msg.get_fields_and_field_types():
-            return False
-        if k == len(parts) - 1:
-            return True
-        try:
-            msg = _element_class(msg, name)() if indexes else getattr(msg, name)
-        except (AttributeError, ImportError):  # a sequence of numbers, not of messages
-            return False
-        if not hasattr(msg, "get_fields_and_field_types"):
-            return False
-    return True
+    """Whether ``path`` names a field of message type ``kind`` (the last field's indexes are not
+    checked: they depend on the message)."""
+    try:
+        msg, (name, _) = _owner(kind(), path)
+        return name in msg.get_fields_and_field_types()
+    except (AttributeError, ImportError, ValueError):  # a number or a list where a message must be
+        return False
 
 
 class CommandCodec:

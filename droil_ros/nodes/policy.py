@@ -109,6 +109,7 @@ from droil_ros.nodes.common import (
     describe,
     imu_orientation,
     spin_node,
+    stale_input,
     stamp_seconds,
 )
 from droil_ros.nodes.interface import RobotInterface
@@ -716,13 +717,9 @@ class PolicyNode(LifecycleNode):
         if age > self.max_obs_age:
             raise Fault("stale", f"newest input is {age * 1e3:.0f} ms old (max_obs_age "
                                  f"{self.max_obs_age * 1e3:.0f} ms)")
-        for topic in self.robot.inputs:
-            if topic not in self.inputs:
-                raise Fault("stale", f"nothing received on {topic} yet")
-            age = now - self.inputs[topic][0]
-            if age > self.max_input_age:
-                raise Fault("stale", f"newest {topic} is {age * 1e3:.0f} ms old (max_input_age "
-                                     f"{self.max_input_age * 1e3:.0f} ms)")
+        stale = stale_input(self.robot.inputs, self.inputs, self.max_input_age)
+        if stale:
+            raise Fault("stale", stale)
         if self.use_header_stamps:
             stamp_age = self.get_clock().now().nanoseconds * 1e-9 - min(self.stamps.values())
             if abs(stamp_age) > self.max_obs_age:

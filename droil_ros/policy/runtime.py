@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from droil_ros.errors import DroilError
 from droil_ros.robots import RobotSpec
+from droil_ros.robots.spec import columns
 
 
 class PolicyError(DroilError):
@@ -123,7 +124,7 @@ class OnnxPolicy:
             raise PolicyError(f"{self._path}: policy is for robot '{self._robot_id}', this is '{robot.id}'")
         whole = list(robot.obs_names)
         if self._obs_names != whole and set(self._obs_names) <= set(whole):
-            self._seen = np.array([whole.index(n) for n in self._obs_names])
+            self._seen = np.array(columns(self._obs_names, whole))
             self._called_shape = (len(whole),)
             whole = self._obs_names
         for what, ours, theirs in (("observation", self._obs_names, whole),

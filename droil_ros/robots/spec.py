@@ -71,6 +71,16 @@ def field_path_parts(path: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
                  for name, indexes in re.findall(r"(\w+)((?:\[\d+\])*)", path))
 
 
+def columns(names, within) -> list[int]:
+    """Where each of ``names`` sits in ``within``: the observation columns a task's view picks
+    (``RobotSpec.with_observation``); ValueError naming those ``within`` lacks."""
+    where = {name: k for k, name in enumerate(within)}
+    missing = [n for n in names if n not in where]
+    if missing:
+        raise ValueError(f"no observation {missing} (there are {list(within)})")
+    return [where[n] for n in names]
+
+
 def message_field(msg, path: str) -> np.ndarray:
     """The numbers at a field path (``points[0].velocities``) of a decoded message, flattened."""
     value = msg
