@@ -37,6 +37,7 @@ setup(
     description="From demonstrations to robust deployed policies on ROS 2.",
     license="Apache-2.0",
     tests_require=["pytest"],
+    extras_require={"ray": ["ray>=2.40"]},
     entry_points={
         "console_scripts": [
             "droil = droil_ros.cli:main",

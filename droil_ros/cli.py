@@ -145,6 +145,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from droil_ros.eval.grid import evaluate, load_grid, plot, summary_table
+    from droil_ros.execution import executor
     from droil_ros.robots import load_spec
     from droil_ros.sim.envs import make_env
     from droil_ros.sim.rollout import make_controller
@@ -162,7 +163,8 @@ def cmd_eval(args) -> int:
         if name in policies:
             raise DroilError(f"two policies are named '{name}': rename one file")
         policies[name] = make_controller(path, env)
-    result = evaluate(policies, grid, episodes=args.episodes, seed=args.seed, workers=args.workers)
+    with executor(args.workers, args.ray) as units:
+        result = evaluate(policies, grid, episodes=args.episodes, seed=args.seed, workers=units)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -218,7 +220,8 @@ def cmd_bench(args) -> int:
                        seed=args.seed, steps=args.steps, episodes=args.episodes, workers=args.workers,
                        learners=tuple(args.learner or robustness.LEARNERS),
                        overrides=parse_overrides(args.set), lr_decay=args.lr_decay,
-                       select_every=args.select_every, select_episodes=args.select_episodes)
+                       select_every=args.select_every, select_episodes=args.select_episodes,
+                       ray=args.ray)
         return 0
     if args.name in CLI_BENCHES:
         module = importlib.import_module(f"droil_ros.bench.{CLI_BENCHES[args.name]}")
@@ -279,6 +282,9 @@ THREADS_HELP = ("torch threads (more pay only on an idle machine: with the cores
 # the registry's names, without importing torch to build the parser (test_cli checks they agree)
 LEARNERS = ("bc", "drbc", "drbc_faithful", "be_droil", "be_droil_nu0", "be_droil_legacy", "bc_dyn",
             "bc_dyn_2phase", "dmil", "dwbc", "d2mil", "iql", "droco")
+RAY_HELP = ("run the units on a Ray cluster instead of local processes: 'local' (start Ray here), "
+            "'auto' (the cluster this machine joined with ray start) or the head's address; needs "
+            "pip install 'droil_ros[ray]' and --out on a folder every node sees")
 
 
 def build_parser() -> Parser:
@@ -368,6 +374,7 @@ def build_parser() -> Parser:
     ev.add_argument("--episodes", type=positive_int, default=None, help="per magnitude")
     ev.add_argument("--seed", type=non_negative_int, default=0)
     ev.add_argument("--workers", type=positive_int, default=1, help="processes")
+    ev.add_argument("--ray", default=None, metavar="ADDRESS", help=RAY_HELP)
     ev.add_argument("--json", default=None)
     ev.add_argument("--plot", default=None, help="PNG of return against magnitude")
     ev.set_defaults(func=cmd_eval)
@@ -446,7 +453,10 @@ def build_parser() -> Parser:
     bench.add_argument("--quick", action="store_true", help="fewer cases, steps and episodes")
     bench.add_argument("--seeds", type=positive_int, default=3, help="training seeds")
     bench.add_argument("--steps", type=positive_int, default=None, help="training steps")
-    bench.add_argument("--workers", type=positive_int, default=2, help="evaluation processes")
+    bench.add_argument("--workers", type=positive_int, default=2,
+                       help="local processes (robustness: learners training side by side, then the "
+                            "grid's episodes)")
+    bench.add_argument("--ray", default=None, metavar="ADDRESS", help="robustness: " + RAY_HELP)
     bench.add_argument("--out", default="docs/results")
     bench.add_argument("--learner", action="append", default=[],
                        help="robustness: learners to run (default: all); repeat")

@@ -8,6 +8,7 @@ used to choose hyperparameters; the grid average covers the others.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from droil_ros.bench import (
 from droil_ros.data.collect import collect
 from droil_ros.data.dataset import load_dataset
 from droil_ros.eval.grid import SUMMARY_KEYS, evaluate, load_grid, plot
+from droil_ros.execution import executor
 from droil_ros.pipeline import BestNominal, train_and_export
 from droil_ros.policy.runtime import OnnxPolicy
 from droil_ros.robots import load_spec
@@ -38,8 +40,12 @@ EVAL_SEED = 1000  # the grid's episodes: seeds 1000.. (best-nominal selection us
 WHEEL_LEGGED_DATA = dict(episodes=20, seconds=2.5)
 
 
+def expert_path(work: Path, seed: int) -> Path:
+    return work / f"expert_seed{seed}.npz"  # the collection's seed: another seed, other data
+
+
 def expert_dataset(robot: str, work: Path, seed: int):
-    path = work / f"expert_seed{seed}.npz"  # the collection's seed: another seed, other data
+    path = expert_path(work, seed)
     if path.is_file():
         return load_dataset(path)
     if robot == "wheel_legged":
@@ -89,7 +95,23 @@ def expert_controller(robot: str, spec):
     return OnnxPolicy(experts.expert_path(robot), spec)
 
 
-def evaluate_groups(groups: dict[str, dict], grid, episodes: int, workers: int, work: Path,
+def train_unit(dataset_path: Path, work: Path, spec, unit: tuple[str, dict]) -> dict:
+    """One learner's seeds trained and exported (a unit of ``execution``: its result depends on
+    its arguments only; ``train_and_export`` keys, reuses and resumes it under ``work``)."""
+    import torch
+
+    learner, settings = unit[0], dict(unit[1])
+    torch.set_num_threads(settings.pop("threads", torch.get_num_threads()))
+    select = settings.pop("select")
+    select = BestNominal(spec, *select) if select else None
+    result = train_and_export(learner, load_dataset(dataset_path), work / f"{learner}.onnx", robot=spec,
+                              reuse=True, select=select, **settings)
+    return {"steps": result.steps, "seconds": result.seconds, "steps_per_second": result.steps_per_second,
+            "final": result.final, "adversary": adversary_summary(result.log), "best": result.best,
+            "policies": [str(p) for p in result.policies]}
+
+
+def evaluate_groups(groups: dict[str, dict], grid, episodes: int, workers, work: Path,
                     robot_hash: str) -> dict:
     """``evaluate`` group by group (a learner's seeds), each result kept in ``work/<group>.eval.json``
     under a key (the policy files' hashes, grid, episodes, robot): a benchmark stopped midway
@@ -116,14 +138,29 @@ def evaluate_groups(groups: dict[str, dict], grid, episodes: int, workers: int, 
     return merged
 
 
+def _evaluate_learners(learners, results, seed, spec, grid, episodes, units, work) -> tuple[dict, list]:
+    """The expert and each learner's policies (last, and best-nominal where kept) on the grid;
+    the evaluation and the learners' groups."""
+    groups = {"expert": {f"expert_seed{seed}": expert_controller(grid.robot, spec)}}
+    for learner, result in zip(learners, results, strict=True):
+        groups[learner] = {f"{learner}_seed{seed + k}": OnnxPolicy(path, spec)
+                           for k, path in enumerate(result["policies"])}
+        if result["best"]:
+            groups[learner + BEST] = {f"{learner}{BEST}_seed{seed + k}": OnnxPolicy(path, spec)
+                                      for k, path in enumerate(result["best"]["policies"])}
+    return (evaluate_groups(groups, grid, episodes, units, work, spec.hash),
+            [group for group in groups if group != "expert"])
+
+
 def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: int = 0,
         steps: int | None = None, episodes: int | None = None, workers: int = 2,
         learners: tuple[str, ...] = LEARNERS, overrides: dict | None = None, lr_decay: float = 1.0,
-        select_every: int = 0, select_episodes: int = 5) -> dict:
+        select_every: int = 0, select_episodes: int = 5, ray: str | None = None) -> dict:
     """``overrides`` apply to the be_droil learners (a configuration chosen by ``bench tune``);
     ``lr_decay`` to every learner's policy (x rate every 10,000 steps, DRBC's 0.9). With
     ``select_every``, each seed's best-nominal checkpoint (``pipeline.BestNominal``) is evaluated
-    beside its last one, as ``<learner>@best``."""
+    beside its last one, as ``<learner>@best``. Learners train side by side, and the grid's jobs
+    run, on ``workers`` local processes or on the Ray cluster ``ray`` (``execution``)."""
     started = time.time()
     tag = f"robustness_{robot}" + ("_quick" if quick else "")
     work = out_dir / tag
@@ -134,25 +171,27 @@ def run(robot: str, out_dir: Path, quick: bool = False, n_seeds: int = 3, seed: 
     steps = steps or (3000 if quick else 20000)
     episodes = episodes or (3 if quick else grid.episodes)
 
-    select = (BestNominal(spec, select_every, select_episodes, grid.task, grid.seconds)
-              if select_every else None)
-    training, groups = {}, {"expert": {f"expert_seed{seed}": expert_controller(robot, spec)}}
-    for learner in learners:
-        result = train_and_export(learner, dataset, work / f"{learner}.onnx", robot=spec,
-                                  steps=steps, n_seeds=n_seeds, seed=seed, reuse=True, select=select,
-                                  overrides={**(overrides or {} if learner.startswith("be_droil") else {}),
-                                             **({"lr_decay": lr_decay} if lr_decay != 1.0 else {})})
-        training[learner] = {"steps": result.steps, "seconds": result.seconds,
-                             "steps_per_second": result.steps_per_second, "final": result.final,
-                             "adversary": adversary_summary(result.log), "best": result.best}
-        groups[learner] = {f"{learner}_seed{seed + k}": OnnxPolicy(path, spec)
-                           for k, path in enumerate(result.policies)}
-        if result.best:
-            groups[learner + BEST] = {f"{learner}{BEST}_seed{seed + k}": OnnxPolicy(path, spec)
-                                      for k, path in enumerate(result.best["policies"])}
-    evaluation = evaluate_groups(groups, grid, episodes, workers, work, spec.hash)
+    select = (select_every, select_episodes, grid.task, grid.seconds) if select_every else None
+    parallel = workers > 1 or ray is not None
+    settings = [{"steps": steps, "n_seeds": n_seeds, "seed": seed, "select": select, "progress": not parallel,
+                 **({"threads": 1} if parallel else {}),
+                 "overrides": {**(overrides or {} if learner.startswith("be_droil") else {}),
+                               **({"lr_decay": lr_decay} if lr_decay != 1.0 else {})}}
+                for learner in learners]
+    with executor(workers, ray) as units:  # the learners side by side, then the grid's jobs
+        results = []
+        for learner, result in zip(learners, units.map(train_unit, zip(learners, settings, strict=True),
+                                                       (expert_path(work, seed), work, spec)), strict=True):
+            results.append(result)
+            if parallel:
+                print(f"trained {learner}: {result['steps']} steps in {result['seconds']:.0f} s",
+                      file=sys.stderr)
+        evaluation, groups = _evaluate_learners(learners, results, seed, spec, grid, episodes, units, work)
+    training = {learner: {k: v for k, v in result.items() if k != "policies"}
+                for learner, result in zip(learners, results, strict=True)}
+
     seeds = list(range(seed, seed + n_seeds))
-    table = aggregate(evaluation, [group for group in groups if group != "expert"], seeds)
+    table = aggregate(evaluation, groups, seeds)
     # the demonstrator: one policy (no CI), in the tables beside the learners
     table = {"expert": aggregate(evaluation, ["expert"], [seed])["expert"], **table}
     (work / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")

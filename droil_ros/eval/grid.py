@@ -12,13 +12,12 @@ the grid average is the papers' protocol.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import pickle
 import re
 import sys
-from contextlib import contextmanager
+import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from droil_ros.bench import markdown_table
 from droil_ros.errors import DroilError
+from droil_ros.execution import Executor, executor
 from droil_ros.resources import data_path
 from droil_ros.robots.spec import load_spec
 from droil_ros.sim.envs import RobotEnv, make_env
@@ -176,58 +176,54 @@ class _Runner:
         return [e.ret for e in runs], [e.fell for e in runs]
 
 
-_worker: _Runner | None = None  # the runner of a pool process, built once by _start_worker
+_runners: dict[str, _Runner] = {}  # per process: the runner of the evaluation now running
 
 
-def _start_worker(*args) -> None:
-    global _worker
-    _worker = _Runner(*args)
-
-
-def _run_job(job):
-    return _worker(job)
-
-
-@contextmanager
-def _mapper(workers: int, args: tuple):
-    """``map`` over jobs, in order: in this process, or in spawned processes (one env each;
-    spawn, not fork, so ONNX Runtime or torch thread pools in the parent cannot deadlock)."""
-    if workers == 1:
-        yield partial(map, _Runner(*args))
-        return
-    try:
-        pickle.dumps(args[1])
-    except Exception as exc:
-        raise DroilError(f"workers > 1 needs picklable policies ({exc})") from None
-    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, args) as pool:
-        yield partial(pool.imap, _run_job)
+def _run_job(token: str, args: bytes, job: tuple[str, str, int]):
+    """One job of evaluation ``token``: a worker unpickles its runner's arguments (loading the
+    policies) and builds its env once, at its first job of the evaluation."""
+    runner = _runners.get(token)
+    if runner is None:
+        _runners.clear()
+        runner = _runners[token] = _Runner(*pickle.loads(args))
+    return runner(job)
 
 
 def evaluate(policies: dict[str, Controller], grid: Grid, episodes: int | None = None,
-             seed: int = 0, workers: int = 1, progress: bool = True) -> dict:
+             seed: int = 0, workers: int | Executor = 1, progress: bool = True) -> dict:
     """Returns and falls of every policy at every magnitude of every perturbation in ``grid``.
 
     A policy maps an observation to an action; its ``reset()``, if any, is called at each
     episode start. Episode k always uses seed ``seed + k`` (initial state and noise draws), for
-    every policy and magnitude. With ``workers > 1`` the policies are pickled into each worker
-    process, so they must be picklable (e.g. hold a file path and load lazily); the result does
-    not depend on ``workers``. The result is JSON-able: robot, task, episodes, seed, grid,
+    every policy and magnitude. ``workers``: local processes, or an ``execution.Executor`` (a Ray
+    cluster, processes kept open by the caller). Beyond one process the policies are pickled into
+    each worker, so they must be picklable (e.g. hold a file path and load lazily); the result
+    does not depend on where the jobs ran. The result is
+    JSON-able: robot, task, episodes, seed, grid,
     results[policy][perturbation] = [{x, perturb, returns, falls, mean, std, fall_rate}, ...]
     (one per magnitude) and summary[policy] = {perturbation: mean, grid_average, heldout_average}.
     """
     episodes = grid.episodes if episodes is None else episodes
     if not policies:
         raise DroilError("no policies to evaluate")
-    if episodes < 1 or seed < 0 or workers < 1:
-        raise DroilError(f"need episodes >= 1, seed >= 0, workers >= 1 "
-                         f"(got {episodes}, {seed}, {workers})")
+    if episodes < 1 or seed < 0:
+        raise DroilError(f"need episodes >= 1 and seed >= 0 (got {episodes}, {seed})")
     jobs = [(policy, name, i) for policy in policies
             for name, sweep in grid.perturbations.items() for i in range(len(sweep.x))]
     results = {policy: {name: [] for name in grid.perturbations} for policy in policies}
     with tqdm(total=len(jobs) * episodes, desc=f"eval {grid.robot}/{grid.task}", unit="ep",
               disable=not progress, file=sys.stderr) as bar, \
-            _mapper(workers, (grid, policies, episodes, seed)) as run:
-        for (policy, name, i), (returns, falls) in zip(jobs, run(jobs), strict=True):
+            (nullcontext(workers) if isinstance(workers, Executor) else executor(workers)) as run:
+        args = (grid, policies, episodes, seed)
+        if type(run) is Executor:  # this process
+            outcomes = map(_Runner(*args), jobs)
+        else:
+            try:
+                blob = pickle.dumps(args)
+            except Exception as exc:
+                raise DroilError(f"workers > 1 needs picklable policies ({exc})") from None
+            outcomes = run.map(_run_job, jobs, (uuid.uuid4().hex, blob))
+        for (policy, name, i), (returns, falls) in zip(jobs, outcomes, strict=True):
             sweep = grid.perturbations[name]
             results[policy][name].append({
                 "x": sweep.x[i], "perturb": sweep.perturb[i], "returns": returns, "falls": falls,
