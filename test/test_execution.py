@@ -56,9 +56,16 @@ class RecordingLQR(LQRController):
 @pytest.fixture(scope="module")
 def cluster():
     """A head and a worker node of one CPU each; workers import this module (PYTHONPATH)."""
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = nodes.add_node(num_cpus=1)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), before]))
+    try:  # the raylets keep the environment they start with
+        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        worker = nodes.add_node(num_cpus=1)
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
     ray.init(address=nodes.address, log_to_driver=False, configure_logging=False)
     try:
         yield nodes, worker
