@@ -43,6 +43,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, String
 
@@ -51,6 +52,7 @@ from droil_ros.bench import cpu_times, machine_info, markdown_table, steal_share
 from droil_ros.bringup import BringupNode, NodeGroup
 from droil_ros.data.collect import collect
 from droil_ros.errors import DroilError
+from droil_ros.nodes.cdr import Decoder
 from droil_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, imu_msg, joint_state_msg, readings_from_msgs
 from droil_ros.nodes.policy import EXECUTORS, TRIGGERS
 from droil_ros.policy.export import export_onnx
@@ -203,6 +205,39 @@ def bench_inference(path: Path, module: torch.nn.Module, spec: RobotSpec, observ
     return {"runtimes": {k: _stats_us(v) for k, v in samples.items()}, "paced_period_s": period,
             "max_abs_diff_ort_vs_torch": float(np.max(np.abs(ort_out - torch_out))),
             "ort_threads": 1, "torch_threads": 1}
+
+
+def bench_decoding(spec: RobotSpec, calls: int, block: int = 500) -> dict:
+    """Per-message decoding of the node's two inputs from their CDR bytes: rclpy's
+    deserialize_message against the node's own decoder (``nodes.cdr``), round-robin in blocks."""
+    joints = JointState(name=list(spec.joints), position=[0.1] * len(spec.joints),
+                        velocity=[0.2] * len(spec.joints), effort=[0.0] * len(spec.joints))
+    joints.header.frame_id = "base_link"
+    imu = Imu()
+    imu.header.frame_id = spec.imu.get("frame_id", "") or "imu_link"
+    imu.orientation.w = 1.0
+    raw_joints, raw_imu = serialize_message(joints), serialize_message(imu)
+    decoder = Decoder()
+    runners = {
+        f"JointState ({len(spec.joints)} joints): rclpy deserialize_message":
+            lambda: deserialize_message(raw_joints, JointState),
+        f"JointState ({len(spec.joints)} joints): the node's decoder":
+            lambda: decoder.joint_state(raw_joints),
+        "Imu: rclpy deserialize_message": lambda: deserialize_message(raw_imu, Imu),
+        "Imu: the node's decoder": lambda: decoder.imu(raw_imu),
+    }
+    samples = {k: [] for k in runners}
+    for run in runners.values():
+        for _ in range(200):
+            run()
+    for done in range(0, calls, block):
+        for key, run in runners.items():
+            times = samples[key]
+            for _ in range(min(block, calls - done)):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+    return {k: _stats_us(v) for k, v in samples.items()}
 
 
 # the ROS side ----------------------------------------------------------------------------------
@@ -591,11 +626,15 @@ def _f(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _us_rows(stats: dict) -> list[list]:
+    return [[name, f"{v['p50']:.1f}", f"{v['p99']:.1f}", f"{v['mean']:.1f}", f"{v['max']:.0f}"]
+            for name, v in stats.items()]
+
+
 def report(payload: dict, command_line: str) -> str:
     s, inf = payload["settings"], payload["inference"]
     load0, load1 = payload["load_average_start"], payload["load_average_end"]
-    inference_rows = [[name, f"{v['p50']:.1f}", f"{v['p99']:.1f}", f"{v['mean']:.1f}", f"{v['max']:.0f}"]
-                      for name, v in inf["runtimes"].items()]
+    inference_rows = _us_rows(inf["runtimes"])
     loop_rows, health_rows, floor_rows = [], [], []
     echo = {(r["rate_hz"], "events" in r["controller"]): r["latency_ms"] for r in payload["closed_loop"]
             if r["controller"].startswith(ECHO)}
@@ -658,6 +697,9 @@ def report(payload: dict, command_line: str) -> str:
         f"back to back is the warm-cache floor. Inputs: observations of the demonstrations. ONNX vs "
         f"torch outputs differ by at most {inf['max_abs_diff_ort_vs_torch']:.1e} N·m.\n\n"
         + markdown_table(["runtime", "p50", "p99", "mean", "max"], inference_rows)
+        + (f"\nDecoding the node's inputs from their CDR bytes, {s['calls']} messages each (µs):\n\n"
+           + markdown_table(["decoder", "p50", "p99", "mean", "max"], _us_rows(payload["decoding"]))
+           if "decoding" in payload else "")
         + f"\n## 2. Closed loop across processes: state published -> command received (ms)\n\n"
         f"The policy node in its own process (`autostart`, `control_rate_hz` as listed, default "
         f"`max_obs_age` of 3 periods); this process publishes a distinct JointState (with an Imu) "
@@ -751,6 +793,7 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
                                     settings.calls, settings.paced_calls, 1.0 / settings.swap_rate)
         print("inference p50: " + ", ".join(f"{k} {v['p50']:.1f} µs"
                                             for k, v in inference["runtimes"].items()), flush=True)
+        decoding = bench_decoding(spec, settings.calls)
         policies = [OnnxPolicy(p, spec) for p in paths]
         closed_loop = []
         for rate in settings.rates:
@@ -778,7 +821,8 @@ def run(robot: str, out_dir: Path, settings: Settings = FULL, seed: int = 0, qui
         "settings": asdict(settings), "domain": domain, "niceness": os.nice(0),
         "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
         "cpu_steal": steal_share(cpu_start, cpu_times()),
-        "inference": inference, "closed_loop": closed_loop, "swaps": swaps, "swap_summary": summary,
+        "inference": inference, "decoding": decoding, "closed_loop": closed_loop, "swaps": swaps,
+        "swap_summary": summary,
         "floor": floor,
         "wall_seconds": time.time() - started, "machine": machine_info(),
     }
