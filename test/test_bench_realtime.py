@@ -37,6 +37,10 @@ def test_realtime_bench_tiny(tmp_path):
         _sane(stats)
         assert stats["n"] == (TINY.paced_calls if "per period" in name else TINY.calls), name
     assert inference["max_abs_diff_ort_vs_torch"] < 1e-4  # one policy, two runtimes
+    assert len(payload["decoding"]) == 4 and "the node's decoder" in markdown
+    for stats in payload["decoding"].values():
+        _sane(stats)
+        assert stats["n"] == TINY.calls
 
     controllers = ["policy node (timer)", "policy node (state)", "policy node (state, events executor)",
                    "bare rclpy echo", "bare rclpy echo (events executor)"]
