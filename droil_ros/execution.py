@@ -71,7 +71,7 @@ class RayCluster(Executor):
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            ray.init(address=None if address == "local" else address, log_to_driver=False,
+            ray.init(address=address, log_to_driver=False,  # "local": a new one, never a joined one
                      include_dashboard=False, configure_logging=False)
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.name = f"Ray ({address}, {self.workers} CPUs)"

@@ -37,20 +37,23 @@ SPEC = load_spec("wheel_legged")
 
 class RecordingLQR(LQRController):
     """The LQR, writing the Ray node of each episode it starts to a file (this test's evidence
-    of where jobs ran, and that a job ran twice)."""
+    of where jobs ran, and that a job ran twice); on node ``hold`` it then waits to be killed,
+    so that the node dies in the middle of a job however fast or slow the machine is."""
 
-    def __init__(self, spec, log: Path):
+    def __init__(self, spec, log: Path, hold: str | None = None):
         super().__init__(spec)
-        self.log = log
+        self.log, self.hold = log, hold
 
     def reset(self):
         super().reset()
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "driver"
         with open(self.log, "a") as handle:
             handle.write(node + "\n")
+        while node == self.hold:
+            time.sleep(1.0)
 
     def __reduce__(self):
-        return (RecordingLQR, (self.robot, self.log))
+        return (RecordingLQR, (self.robot, self.log, self.hold))
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +61,22 @@ def cluster():
     """A head and a worker node of one CPU each; workers import this module (PYTHONPATH)."""
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), before]))
-    try:  # the raylets keep the environment they start with
-        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-        worker = nodes.add_node(num_cpus=1)
-    finally:
-        if before is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = before
-    ray.init(address=nodes.address, log_to_driver=False, configure_logging=False)
+    nodes = None
     try:
+        try:  # the raylets keep the environment they start with
+            nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+            worker = nodes.add_node(num_cpus=1)
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
+        ray.init(address=nodes.address, log_to_driver=False, configure_logging=False)
         yield nodes, worker
     finally:
         ray.shutdown()
-        nodes.shutdown()
+        if nodes is not None:
+            nodes.shutdown()
 
 
 def test_an_evaluation_gives_the_same_returns_anywhere_and_survives_a_lost_node(cluster, tmp_path):
@@ -86,19 +91,22 @@ def test_an_evaluation_gives_the_same_returns_anywhere_and_survives_a_lost_node(
                for where in ("serial", "local")}
     assert results["local"]["results"] == results["serial"]["results"]
 
+    done = threading.Event()
+
     def kill_once_it_runs_a_job():  # the worker node dies in the middle of a job of its own
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while not done.wait(0.05):
             if logs["ray"].is_file() and worker.node_id in logs["ray"].read_text():
                 nodes.remove_node(worker, allow_graceful=False)
                 return
-            time.sleep(0.02)
 
-    killer = threading.Thread(target=kill_once_it_runs_a_job)
+    killer = threading.Thread(target=kill_once_it_runs_a_job, daemon=True)
     killer.start()
-    results["ray"] = evaluate({"lqr": RecordingLQR(SPEC, logs["ray"])}, grid, seed=5, progress=False,
-                              workers=executor(ray=nodes.address))
-    killer.join()
+    try:
+        results["ray"] = evaluate({"lqr": RecordingLQR(SPEC, logs["ray"], hold=worker.node_id)}, grid,
+                                  seed=5, progress=False, workers=executor(ray=nodes.address))
+    finally:
+        done.set()
+        killer.join()
     assert results["ray"]["results"] == results["serial"]["results"]
     started = logs["ray"].read_text().split()
     assert worker.node_id in started  # the worker node ran a job, and died in it:

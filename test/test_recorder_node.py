@@ -97,8 +97,9 @@ def test_recorded_lqr_demonstration_converts_exactly(launch, probe, tmp_path):
                                   err_msg=t.report)
     np.testing.assert_allclose(np.diff(t.times)[unbroken], SPEC.control_dt, atol=1e-9)
     assert len(holes) <= 0.02 * len(t), (holes, t.report)
-    without_command, before_lost = map(int, re.search(
-        r"dropped: (\d+) states without a command, (\d+) before a lost state", t.report).groups())
+    dropped = re.search(r"dropped: (\d+) states without a command, (\d+) before a lost state", t.report)
+    assert dropped, t.report
+    without_command, before_lost = map(int, dropped.groups())
     assert before_lost + without_command >= len(holes), t.report  # each hole is one it reports
     assert t.episode_starts.sum() <= 1 + len(holes) and not t.terminals.any()
     assert t.timeouts[-1]

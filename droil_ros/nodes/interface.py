@@ -96,7 +96,7 @@ def _has_field(kind, path: str) -> bool:
     try:
         msg, (name, _) = _owner(kind(), path)
         return name in msg.get_fields_and_field_types()
-    except (AttributeError, ImportError, ValueError):  # a number or a list where a message must be
+    except (AttributeError, ImportError, TypeError, ValueError):  # a number or a list where a message must be
         return False
 
 
