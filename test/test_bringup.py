@@ -195,7 +195,9 @@ def test_droil_bringup_sim_balances_and_stops_every_node(tmp_path):
             assert probe.wait_for(lambda: probe.tilt() is not None, 40.0), log_path.read_text()
             seen = len(probe.received("joint_states"))
             assert probe.wait_for(lambda: len(probe.received("joint_states")) > seen + 400, 30.0)
-            assert abs(probe.tilt()) < 0.05  # the LQR caught the initial 0.1 rad and holds it
+            # the LQR caught the initial 0.1 rad: a loaded machine delays its ticks and the robot
+            # may still sway (a loaded run saw 0.073 rad at this point), so wait for upright
+            assert probe.wait_for(lambda: abs(probe.tilt()) < 0.05, 30.0), probe.tilt()
             for _ in range(2):  # a terminal's Ctrl-C, twice (its process group: the supervisor)
                 os.killpg(supervisor.pid, signal.SIGINT)
                 time.sleep(0.2)
